@@ -1,0 +1,1 @@
+"""Bayesian MMM notebook suite library."""

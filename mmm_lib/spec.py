@@ -1,0 +1,225 @@
+"""The run spec: one typed schema for ``params/*.yaml`` (the seed's run spec plus ``data_path``).
+
+Unknown keys are rejected with a "did you mean …?" hint; every error names the field,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SpecError(ValueError):
+    """A run spec that cannot be used; the message names the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AdstockConfig(_Strict):
+    """Geometric adstock ``a[t] = x[t] + decay * a[t-1]``, truncated after ``max_lag`` periods."""
+
+    decay_default: float = Field(0.5, ge=0.0, lt=1.0)
+    per_channel: dict[str, float] = Field(default_factory=dict)
+    max_lag: int = Field(13, ge=1, le=104)
+
+    @field_validator("per_channel")
+    @classmethod
+    def _decays_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        for ch, d in v.items():
+            if not 0.0 <= d < 1.0:
+                raise ValueError(f"adstock decay for {ch!r} is {d}; it must be in [0, 1)")
+        return v
+
+
+class SaturationConfig(_Strict):
+    """Hill saturation ``x^S / (K^S + x^S)`` on adstocked activity scaled to max 1 (see features)."""
+
+    enabled: bool = True
+    type: Literal["hill"] = "hill"
+    K: float = Field(0.5, gt=0.0)
+    S: float = Field(1.0, gt=0.0)
+
+
+class SeasonalityConfig(_Strict):
+    """Fourier seasonality with ``K`` sine/cosine pairs; ``period`` defaults from the grain."""
+
+    enabled: bool = True
+    K: int = Field(2, ge=0, le=10)
+    period: float | None = Field(None, gt=1.0)
+
+
+class TrendConfig(_Strict):
+    enabled: bool = True
+
+
+class FeatureConfig(_Strict):
+    adstock: AdstockConfig = Field(default_factory=AdstockConfig)
+    saturation: SaturationConfig = Field(default_factory=SaturationConfig)
+    seasonality: SeasonalityConfig = Field(default_factory=SeasonalityConfig)
+    trend: TrendConfig = Field(default_factory=TrendConfig)
+
+
+class WindowsConfig(_Strict):
+    """Estimation window = last ``estimation_months``; the ``carryover_months`` before it only warm up adstock."""
+
+    carryover_months: int = Field(12, ge=0)
+    estimation_months: int = Field(12, ge=1)
+
+
+class RunSpec(_Strict):
+    """A whole run: data, roles, features, windows and sampler settings (the seed's keys and defaults)."""
+
+    dataset_id: str | None = None
+    data_path: str | None = None
+    grain: Literal["WEEK", "MONTH"] = "WEEK"
+    target_col: str = "sales"
+    drivers: list[str] = Field(default_factory=list)
+    controls: list[str] = Field(default_factory=list)
+    spend_cols: dict[str, str] = Field(
+        default_factory=dict,
+        description="driver -> spend column; drivers not listed use act_X -> spend_X when that column exists",
+    )
+    control_aggregation: dict[str, Literal["mean", "sum"]] = Field(
+        default_factory=dict, description="entity -> brand aggregation per control (default mean)"
+    )
+    feature_config: FeatureConfig = Field(default_factory=FeatureConfig)
+    windows: WindowsConfig = Field(default_factory=WindowsConfig)
+    draws: int = Field(1000, ge=10)
+    tune: int = Field(1000, ge=10)
+    chains: int = Field(2, ge=1, le=16)
+    target_accept: float = Field(0.9, gt=0.5, lt=1.0)
+    random_seed: int = Field(42, ge=0)
+    nuts_sampler: Literal["nutpie", "pymc", "numpyro"] = "nutpie"
+
+    @field_validator("drivers", "controls")
+    @classmethod
+    def _no_duplicates(cls, v: list[str]) -> list[str]:
+        dup = sorted({c for c in v if v.count(c) > 1})
+        if dup:
+            raise ValueError(f"listed more than once: {dup}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunSpec":
+        if (self.dataset_id is None) == (self.data_path is None):
+            raise ValueError("give exactly one of dataset_id (a dataset added with `mmm datasets add`) or data_path")
+        if not self.drivers:
+            raise ValueError("drivers is empty: list the activity columns to model, e.g. drivers: [act_tv, act_search]")
+        both = sorted(set(self.drivers) & set(self.controls))
+        if both:
+            raise ValueError(f"{both} listed as both drivers and controls; a column has one role")
+        unknown = sorted(set(self.feature_config.adstock.per_channel) - set(self.drivers))
+        if unknown:
+            raise ValueError(
+                f"feature_config.adstock.per_channel names {unknown}, which are not in drivers {self.drivers}"
+            )
+        unknown = sorted(set(self.spend_cols) - set(self.drivers))
+        if unknown:
+            raise ValueError(f"spend_cols names {unknown}, which are not in drivers {self.drivers}")
+        unknown = sorted(set(self.control_aggregation) - set(self.controls))
+        if unknown:
+            raise ValueError(f"control_aggregation names {unknown}, which are not in controls {self.controls}")
+        return self
+
+    def decay_for(self, driver: str) -> float:
+        """Adstock decay of one driver (per-channel override or the default)."""
+        a = self.feature_config.adstock
+        return a.per_channel.get(driver, a.decay_default)
+
+
+def _all_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, f in model.model_fields.items():
+        out.append(prefix + name)
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(_all_fields(ann, prefix + name + "."))
+    return out
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    known = _all_fields(RunSpec)
+    lines = [f"invalid run spec {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            leaf = str(e["loc"][-1])
+            parent = ".".join(str(p) for p in e["loc"][:-1])
+            siblings = [k.rsplit(".", 1)[-1] for k in known if k.rsplit(".", 1)[0] == parent or (not parent and "." not in k)]
+            hint = difflib.get_close_matches(leaf, siblings, n=1)
+            msg = f"unknown key {loc!r}" + (f" — did you mean {hint[0]!r}?" if hint else f"; allowed here: {sorted(set(siblings))}")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            msg = f"{loc or 'spec'}: {e['msg']}{shown}"
+        lines.append(f"  - {msg}")
+    return "\n".join(lines)
+
+
+def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise SpecError(f"--set {dotted}: {k!r} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML: ``draws=200``, ``drivers=[act_tv]``)."""
+    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    for item in overrides or []:
+        if "=" not in item:
+            raise SpecError(f"--set {item!r}: expected key=value, e.g. --set draws=200")
+        key, val = item.split("=", 1)
+        _set_path(raw, key.strip(), yaml.safe_load(val))
+    return raw
+
+
+def parse_spec(raw: dict[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> RunSpec:
+    """Validate a plain dict as a :class:`RunSpec`; relative ``data_path`` resolves against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"run spec {source} must be a mapping of keys to values, got {type(raw).__name__}")
+    try:
+        spec = RunSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(_format_error(e, source)) from None
+    if spec.data_path is not None and base_dir is not None and not Path(spec.data_path).is_absolute():
+        spec.data_path = str((base_dir / spec.data_path).resolve())
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
+    """Load a YAML or JSON run spec (safely), apply ``--set`` overrides and validate it.
+
+    Parameters
+    ----------
+    path
+        The spec file. A relative ``data_path`` inside it is relative to the spec file's folder.
+    overrides
+        ``key=value`` strings, dotted keys for nested fields (``windows.estimation_months=24``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"run spec not found: {path} (pass the path of a YAML file such as params/example.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise SpecError(f"run spec {path} is not valid YAML: {e}") from None
+    raw = apply_overrides(raw or {}, overrides)
+    return parse_spec(raw, source=str(path), base_dir=path.resolve().parent)
+
+
+def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
+    """The spec as plain JSON-able data (what ``run_spec.json`` holds)."""
+    return spec.model_dump(mode="json")

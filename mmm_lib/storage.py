@@ -1,0 +1,239 @@
+"""Paths and atomic artifact I/O: the one module that knows where things live.
+
+Layout (root = ``$MMM_OUTPUTS`` or ``<repo>/outputs``)::
+
+    datasets/<dataset_id>/raw_data.parquet, validation_summary.json, metadata.json, source.<ext>
+    runs/<run_id>/run_spec.json, status.json, <stage artifacts>, notebooks/, reports/, index.html
+
+Every write goes to a temp file in the same folder and is renamed into place, so a reader never
+sees a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .spec import RunSpec, load_spec, spec_to_dict
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ArtifactMissing(FileNotFoundError):
+    """An upstream artifact a stage needs is not there (run the earlier stage first)."""
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def outputs_root() -> Path:
+    """Root of datasets and runs: ``$MMM_OUTPUTS`` if set, else ``<repo>/outputs``."""
+    env = os.environ.get("MMM_OUTPUTS")
+    return Path(env).expanduser().resolve() if env else repo_root() / "outputs"
+
+
+def validate_id(value: str, kind: str = "run_id") -> str:
+    """Refuse ids that could escape the outputs folder or break a file name.
+
+    Allowed: letters, digits, ``.``, ``_``, ``-``; must start with a letter or digit; ≤ 128 chars.
+    """
+    if not isinstance(value, str) or not _ID_RE.match(value) or ".." in value:
+        raise ValueError(
+            f"{kind} {value!r} is not allowed: use letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit, no '..', no path separators), e.g. 'brand_q3'"
+        )
+    return value
+
+
+def run_dir(run_id: str) -> Path:
+    return outputs_root() / "runs" / validate_id(run_id, "run_id")
+
+
+def dataset_dir(dataset_id: str) -> Path:
+    return outputs_root() / "datasets" / validate_id(dataset_id, "dataset_id")
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return [_jsonable(x) for x in o.tolist()]
+    if isinstance(o, (pd.Timestamp,)):
+        return o.isoformat()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _clean_floats(o: Any) -> Any:
+    # JSON has no NaN/inf: store them as null so every reader can parse the file.
+    if isinstance(o, float):
+        return o if np.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _clean_floats(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean_floats(v) for v in o]
+    return o
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    text = json.dumps(_clean_floats(obj), indent=2, default=_jsonable, allow_nan=False)
+    return _atomic(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactMissing(f"missing artifact: {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> Path:
+    return _atomic(path, lambda p: df.to_parquet(p, index=False))
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactMissing(f"missing artifact: {path}")
+    return pd.read_parquet(path)
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    return _atomic(path, lambda p: p.write_bytes(data))
+
+
+def write_netcdf(path: Path, datatree: Any) -> Path:
+    """Write an xarray DataTree (the posterior) atomically with the netCDF4 engine."""
+    return _atomic(path, lambda p: datatree.to_netcdf(p, engine="netcdf4"))
+
+
+def read_netcdf(path: Path) -> Any:
+    """Load a DataTree eagerly and close the file (a lazily open file blocks overwriting)."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactMissing(f"missing artifact: {path}")
+    return xr.load_datatree(path, engine="netcdf4")
+
+
+# Which stage writes which artifact: used for "run stage N first" messages.
+PRODUCED_BY = {
+    "run_spec.json": "01_validate",
+    "raw_data.parquet": "01_validate",
+    "validation_summary.json": "01_validate",
+    "canonical_data.parquet": "02_canonicalize",
+    "column_info.json": "02_canonicalize",
+    "features.parquet": "03_features",
+    "feature_metadata.json": "03_features",
+    "feature_scaler.json": "03_features",
+    "posterior.nc": "04_fit",
+    "posterior_summary.json": "04_fit",
+    "model_metadata.json": "04_fit",
+    "diagnostics.json": "05_diagnose",
+    "contributions.parquet": "06_contribute",
+    "contribution_summary.json": "06_contribute",
+    "roi_metrics.json": "06_contribute",
+    "fitted.parquet": "06_contribute",
+    "fit_metrics.json": "06_contribute",
+}
+
+
+@dataclass
+class Run:
+    """One run folder plus its spec: what every notebook opens first.
+
+    Stages talk only through the artifacts in :attr:`dir`; use :meth:`read_json`,
+    :meth:`write_parquet` etc. with the seed's artifact names.
+    """
+
+    run_id: str
+    dir: Path
+    spec: RunSpec
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def _need(self, name: str) -> Path:
+        p = self.path(name)
+        if not p.is_file():
+            stage = PRODUCED_BY.get(name, "the earlier stages")
+            raise ArtifactMissing(
+                f"run {self.run_id!r} has no {name} (in {self.dir}); run {stage} for this run first"
+            )
+        return p
+
+    def read_json(self, name: str) -> Any:
+        return read_json(self._need(name))
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return write_json(self.path(name), obj)
+
+    def read_parquet(self, name: str) -> pd.DataFrame:
+        return read_parquet(self._need(name))
+
+    def write_parquet(self, name: str, df: pd.DataFrame) -> Path:
+        return write_parquet(self.path(name), df)
+
+    def read_posterior(self) -> Any:
+        return read_netcdf(self._need("posterior.nc"))
+
+    def write_posterior(self, datatree: Any) -> Path:
+        return write_netcdf(self.path("posterior.nc"), datatree)
+
+    def data_source(self) -> Path:
+        """The input file this run reads: ``data_path`` or the dataset's ``raw_data.parquet``."""
+        if self.spec.data_path is not None:
+            return Path(self.spec.data_path)
+        p = dataset_dir(self.spec.dataset_id) / "raw_data.parquet"
+        if not p.is_file():
+            raise ArtifactMissing(
+                f"dataset {self.spec.dataset_id!r} not found ({p}); add it with "
+                f"`mmm datasets add PATH --id {self.spec.dataset_id}` or set data_path in the spec"
+            )
+        return p
+
+
+def open_run(spec_path: str | Path, run_id: str, create: bool = False) -> Run:
+    """Open (or with ``create=True`` create) the run folder ``runs/<run_id>`` for a spec.
+
+    The first stage creates it and writes ``run_spec.json``; later stages open it and fail
+    with a clear message if it does not exist yet.
+    """
+    spec = load_spec(spec_path)
+    d = run_dir(run_id)
+    if create:
+        d.mkdir(parents=True, exist_ok=True)
+        write_json(d / "run_spec.json", spec_to_dict(spec))
+    elif not d.is_dir():
+        raise ArtifactMissing(f"run {run_id!r} does not exist ({d}); run 01_validate (or `mmm run`) first")
+    return Run(run_id=run_id, dir=d, spec=spec)

@@ -1,0 +1,23 @@
+"""Shared test set-up: every test writes runs and datasets under a temporary outputs root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def outputs_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "outputs"
+    root.mkdir()
+    monkeypatch.setenv("MMM_OUTPUTS", str(root))
+    return root
+
+
+def pytest_configure(config):
+    # One compile cache for the whole test session (and later sessions on the same machine).
+    os.environ.setdefault("MMM_CACHE", str(REPO / ".cache"))
