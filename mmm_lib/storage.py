@@ -47,7 +47,7 @@ def validate_id(value: str, kind: str = "run_id") -> str:
 
     Allowed: letters, digits, ``.``, ``_``, ``-``; must start with a letter or digit; ≤ 128 chars.
     """
-    if not isinstance(value, str) or not _ID_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value) or ".." in value:
         raise ValueError(
             f"{kind} {value!r} is not allowed: use letters, digits, '.', '_' or '-' "
             "(starting with a letter or digit, no '..', no path separators), e.g. 'brand_q3'"
@@ -77,35 +77,29 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
+def _plain(o: Any) -> Any:
+    """Numpy/pandas values to plain JSON types; NaN/inf become null (JSON has neither)."""
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
     if isinstance(o, np.ndarray):
-        return [_jsonable(x) for x in o.tolist()]
-    if isinstance(o, (pd.Timestamp,)):
-        return o.isoformat()
-    if isinstance(o, np.bool_):
+        return _plain(o.tolist())
+    if isinstance(o, (bool, np.bool_)):
         return bool(o)
+    if isinstance(o, (int, np.integer)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, pd.Timestamp):
+        return o.isoformat()
     if isinstance(o, Path):
         return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _clean_floats(o: Any) -> Any:
-    # JSON has no NaN/inf: store them as null so every reader can parse the file.
-    if isinstance(o, float):
-        return o if np.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _clean_floats(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean_floats(v) for v in o]
     return o
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    text = json.dumps(_clean_floats(obj), indent=2, default=_jsonable, allow_nan=False)
+    text = json.dumps(_plain(obj), indent=2, allow_nan=False)
     return _atomic(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
 
 

@@ -1,0 +1,148 @@
+"""Datasets: add (keep the file byte-for-byte + parquet + validation), list, show, remove.
+
+The seed's ``/datasets`` endpoints as library calls; ``mmm datasets …`` prints their results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .status import now_iso
+from .storage import (
+    dataset_dir,
+    outputs_root,
+    read_json,
+    read_parquet,
+    validate_id,
+    write_bytes,
+    write_json,
+    write_parquet,
+)
+
+
+def _for_parquet(df):
+    # Mixed-type object columns (a number column with a stray "n/a") cannot go to parquet as is;
+    # keep them as text so the stored table still shows exactly what was uploaded.
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].astype("string")
+    return out
+
+
+def add_dataset(path: str | Path, dataset_id: str, *, force: bool = False) -> dict[str, Any]:
+    """Store an uploaded file as dataset ``dataset_id`` and validate its structure.
+
+    Keeps ``source.<ext>`` byte-for-byte with its SHA-256 in ``metadata.json``, writes
+    ``raw_data.parquet`` and ``validation_summary.json``. Returns the metadata.
+    """
+    from .validation import load_raw, validate
+
+    validate_id(dataset_id, "dataset_id")
+    src = Path(path)
+    if not src.is_file():
+        raise FileNotFoundError(f"no such file: {src}")
+    folder = dataset_dir(dataset_id)
+    if folder.exists() and not force:
+        raise FileExistsError(f"dataset {dataset_id!r} already exists; use --force to replace it or pick another --id")
+    data = src.read_bytes()
+    df = load_raw(src)
+    report = validate(df)
+    if folder.exists():
+        shutil.rmtree(folder)
+    ext = src.suffix.lower() or ".dat"
+    write_bytes(folder / f"source{ext}", data)
+    write_parquet(folder / "raw_data.parquet", _for_parquet(df))
+    summary = report.summary()
+    write_json(folder / "validation_summary.json", summary)
+    meta = {
+        "dataset_id": dataset_id,
+        "source_name": src.name,
+        "source_file": f"source{ext}",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "n_rows": int(len(df)),
+        "columns": [str(c) for c in df.columns],
+        "created_at": now_iso(),
+        "validation_ok": bool(summary.get("ok")),
+        "counts": summary.get("counts"),
+    }
+    write_json(folder / "metadata.json", meta)
+    return meta
+
+
+def list_datasets() -> list[dict[str, Any]]:
+    root = outputs_root() / "datasets"
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.iterdir()):
+        if (d / "metadata.json").is_file():
+            m = read_json(d / "metadata.json")
+            out.append({k: m.get(k) for k in ("dataset_id", "source_name", "n_rows", "created_at", "validation_ok")})
+    return out
+
+
+def show_dataset(dataset_id: str) -> dict[str, Any]:
+    folder = dataset_dir(dataset_id)
+    if not (folder / "metadata.json").is_file():
+        raise FileNotFoundError(f"dataset {dataset_id!r} not found; `mmm datasets list` shows what exists")
+    meta = read_json(folder / "metadata.json")
+    meta["validation"] = read_json(folder / "validation_summary.json")
+    return meta
+
+
+def raw_records(dataset_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+    show_dataset(dataset_id)
+    df = read_parquet(dataset_dir(dataset_id) / "raw_data.parquet")
+    if limit is not None:
+        df = df.head(limit)
+    import json
+
+    return json.loads(df.to_json(orient="records", date_format="iso"))
+
+
+def column_types(dataset_id: str) -> dict[str, Any]:
+    """Column → role (target, driver, spend, control, id, other) and dtype, as the seed's /columns."""
+    show_dataset(dataset_id)
+    df = read_parquet(dataset_dir(dataset_id) / "raw_data.parquet")
+
+    def role(c: str) -> str:
+        if c in ("entity_id", "period_start"):
+            return "id"
+        if c == "sales":
+            return "target"
+        for prefix, r in (("act_", "driver"), ("spend_", "spend"), ("ctrl_", "control")):
+            if c.startswith(prefix):
+                return r
+        return "other"
+
+    return {"columns": [{"name": str(c), "role": role(str(c)), "dtype": str(df[c].dtype)} for c in df.columns]}
+
+
+def runs_using(dataset_id: str) -> list[str]:
+    root = outputs_root() / "runs"
+    users = []
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
+            spec = d / "run_spec.json"
+            if spec.is_file() and read_json(spec).get("dataset_id") == dataset_id:
+                users.append(d.name)
+    return users
+
+
+def remove_dataset(dataset_id: str, *, force: bool = False) -> dict[str, Any]:
+    """Delete a dataset; refused while runs use it unless ``force``."""
+    folder = dataset_dir(dataset_id)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset {dataset_id!r} not found")
+    users = runs_using(dataset_id)
+    if users and not force:
+        raise PermissionError(
+            f"dataset {dataset_id!r} is used by runs {users}; delete those runs first or pass --force"
+        )
+    shutil.rmtree(folder)
+    return {"deleted": dataset_id, "runs_using_it": users}

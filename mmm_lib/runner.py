@@ -1,0 +1,259 @@
+"""Run the six stage notebooks in order with papermill, then render HTML reports and the index.
+
+``run_pipeline`` is what ``mmm run`` calls. Each stage is a fresh kernel that reads the run spec
+(``run_spec.json`` in the run folder, with ``data_path`` resolved) and the upstream artifacts; no
+kernel state crosses stages.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import report, status as status_mod
+from .runtime import configure_environment
+from .spec import load_spec, spec_to_dict
+from .status import STAGE_TITLES, STAGES
+from .storage import read_json, repo_root, run_dir as run_path, validate_id, write_json
+
+Log = Callable[[str], None]
+
+
+class RunError(RuntimeError):
+    """A run that could not start or a stage that failed; the message names the stage and reason."""
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    stage_times: dict[str, float] = field(default_factory=dict)
+    failed_stage: str | None = None
+    error: str | None = None
+
+    @property
+    def index(self) -> Path:
+        return self.run_dir / "index.html"
+
+
+class _StageStdout(io.TextIOBase):
+    """papermill ``stdout_file``: forwards what a stage prints (its progress lines) to the log."""
+
+    def __init__(self, log: Log, stage: str):
+        self.log, self.stage, self._buf = log, stage, ""
+
+    def write(self, s: str) -> int:
+        self._buf += s
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            if line.strip():
+                self.log(f"    {self.stage[3:]} | {line.rstrip()}")
+        return len(s)
+
+    def flush(self) -> None:
+        if self._buf.strip():
+            self.log(f"    {self.stage[3:]} | {self._buf.rstrip()}")
+        self._buf = ""
+
+
+class _Lock:
+    """One writer per run folder: a second ``mmm run`` with the same id is refused, not interleaved."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / ".lock"
+
+    def __enter__(self) -> "_Lock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self._stale():
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise RunError(
+                    f"run {self.path.parent.name!r} is already running (lock {self.path}, pid "
+                    f"{self.path.read_text().strip() or '?'}); wait for it or use another --run-id"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise RunError(f"could not lock {self.path}")
+
+    def _stale(self) -> bool:
+        try:
+            pid = int(self.path.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def default_run_id(spec_path: str | Path) -> str:
+    return f"{Path(spec_path).stem}_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str) -> None:
+    import papermill
+
+    out_nb = folder / "notebooks" / f"{stage}.ipynb"
+    out_nb.parent.mkdir(exist_ok=True)
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    stdout = _StageStdout(log, stage)
+    with open(logs / f"{stage}.stderr.log", "w", encoding="utf-8") as stderr:
+        try:
+            papermill.execute_notebook(
+                str(notebooks_dir() / f"{stage}.ipynb"),
+                str(out_nb),
+                parameters={"spec_path": str(folder / "run_spec.json"), "run_id": run_id},
+                kernel_name=kernel_name,
+                cwd=str(notebooks_dir()),
+                progress_bar=False,
+                log_output=False,
+                stdout_file=stdout,
+                stderr_file=stderr,
+                start_timeout=180,
+            )
+        finally:
+            stdout.flush()
+
+
+def _reason(exc: BaseException) -> tuple[str, str]:
+    """A one-line reason and the traceback text for a failed stage."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        evalue = str(exc.evalue).strip()
+        return f"{exc.ename}: {evalue}", "\n".join(exc.traceback)
+    import traceback
+
+    return f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc))
+
+
+def _render(folder: Path, stage: str) -> None:
+    nb = folder / "notebooks" / f"{stage}.ipynb"
+    if nb.exists():
+        report.export_html(nb, folder / "reports" / f"{stage}.html", hide_code=True)
+        report.export_html(nb, folder / "reports" / f"{stage}_code.html", hide_code=False)
+
+
+def run_pipeline(
+    spec_path: str | Path,
+    run_id: str | None = None,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool = False,
+    restart: bool = False,
+    log: Log = print,
+    kernel_name: str = "python3",
+) -> RunResult:
+    """Validate the spec, then run the six stages in order; stop at the first failure.
+
+    Parameters
+    ----------
+    spec_path
+        YAML run spec (``params/example.yaml``).
+    run_id
+        Folder name under ``outputs/runs``; default ``<spec stem>_<timestamp>``.
+    overrides
+        ``key=value`` overrides applied to the spec (``--set draws=200``).
+    resume
+        Continue an existing failed run from its first unfinished stage (the spec must match).
+    restart
+        Delete an existing run with this id and run it again from the start.
+    """
+    spec = load_spec(spec_path, overrides)  # SpecError here, before anything is created
+    run_id = validate_id(run_id or default_run_id(spec_path), "run_id")
+    folder = run_path(run_id)
+    env = configure_environment()  # kernels inherit the compile cache and thread settings
+    with _Lock(folder):
+        start_at = 0
+        if (folder / "status.json").exists():
+            old = read_json(folder / "status.json")
+            if resume:
+                if read_json(folder / "run_spec.json") != spec_to_dict(spec):
+                    raise RunError(f"run {run_id!r} was made with a different spec; use --restart to run it anew")
+                done = [s for s in STAGES if old["stages"][s]["status"] == "completed"]
+                start_at = len(done) if done == STAGES[: len(done)] else 0
+                st = old
+            elif restart:
+                for child in folder.iterdir():
+                    if child.name != ".lock":
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+            else:
+                raise RunError(
+                    f"run {run_id!r} already exists (status {old.get('status')}); use --resume to continue a failed "
+                    f"run from its failed stage, --restart to run it again from scratch, or another --run-id"
+                )
+        if start_at == 0:
+            write_json(folder / "run_spec.json", spec_to_dict(spec))
+            st = status_mod.new_status(run_id)
+            status_mod.write_status(folder, st)
+        result = RunResult(run_id=run_id, run_dir=folder, status="running")
+        log(f"run {run_id}: {folder}")
+        log(f"  compile cache: {env['PYTENSOR_FLAGS']}")
+        t_run = time.perf_counter()
+        for i, stage in enumerate(STAGES):
+            if i < start_at:
+                log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} already completed (resumed)")
+                continue
+            log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} running …")
+            status_mod.mark_stage(folder, st, stage, "running")
+            t0 = time.perf_counter()
+            try:
+                _execute(stage, folder, run_id, log, kernel_name)
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as RunError
+                dt = time.perf_counter() - t0
+                reason, tb = _reason(exc)
+                status_mod.mark_stage(folder, st, stage, "failed", duration_s=dt, error=reason, traceback=tb)
+                try:
+                    _render(folder, stage)
+                finally:
+                    report.write_index(folder)
+                log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} FAILED after {dt:.1f} s")
+                result.status, result.failed_stage, result.error = "failed", stage, reason
+                result.stage_times[stage] = dt
+                return result
+            dt = time.perf_counter() - t0
+            result.stage_times[stage] = dt
+            status_mod.mark_stage(folder, st, stage, "completed", duration_s=dt)
+            _render(folder, stage)
+            report.write_index(folder)
+            log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} done in {dt:.1f} s")
+        status_mod.mark_run(folder, st, "completed")
+        report.write_index(folder)
+        result.status = "completed"
+        log(f"run {run_id} completed in {time.perf_counter() - t_run:.1f} s")
+        return result
+
+
+def print_headline(result: RunResult, log: Log = print) -> None:
+    """The numbers a user wants first: fit quality and ROI per channel."""
+    try:
+        fit = read_json(result.run_dir / "fit_metrics.json")
+        log(f"  fit: R² {fit.get('r2', float('nan')):.3f}, MAPE {fit.get('mape', float('nan')):.1f}%")
+        roi = read_json(result.run_dir / "roi_metrics.json")
+        pct = int(round(100 * roi.get("interval", 0.9)))
+        for c in roi.get("channels", []):
+            if c.get("roi") is not None:
+                log(f"  ROI {c['channel']:<16} {c['roi']:6.2f}  [{pct}%: {c['roi_low']:.2f} – {c['roi_high']:.2f}]")
+    except (FileNotFoundError, KeyError, TypeError):
+        pass
+    log(f"index: {result.index}")

@@ -1,0 +1,32 @@
+"""The committed notebooks: stripped of outputs, with a parameters cell that only locates spec and run."""
+
+import json
+from pathlib import Path
+
+import papermill
+import pytest
+
+from mmm_lib.status import STAGES
+
+NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_notebook_is_committed_clean_with_two_parameters(stage):
+    path = NB_DIR / f"{stage}.ipynb"
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in code), f"{path} has outputs"
+    assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
+    params = papermill.inspect_notebook(str(path))
+    assert set(params) == {"spec_path", "run_id"}
+    assert params["spec_path"]["default"].strip("'\"") == "../params/example.yaml"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_notebooks_are_thin(stage):
+    """Logic lives in mmm_lib: no function definitions, loops or direct plotting in notebooks."""
+    nb = json.loads((NB_DIR / f"{stage}.ipynb").read_text())
+    src = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    for bad in ("def ", "for ", "while ", "plt.", "import matplotlib"):
+        assert bad not in src, f"{stage}: notebook code contains {bad!r}; move it into mmm_lib"

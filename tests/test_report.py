@@ -1,0 +1,63 @@
+"""index.html: statuses, links, headline numbers, and user strings escaped (parsed, not grepped)."""
+
+from html.parser import HTMLParser
+
+from mmm_lib import report, status
+from mmm_lib.storage import write_json
+
+EVIL = "act_<script>alert(1)</script>"
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text, self.links = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "a":
+            self.links.append(dict(attrs)["href"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(path):
+    p = _Collect()
+    p.feed(path.read_text())
+    return p
+
+
+def test_index_lists_stages_and_escapes_user_strings(tmp_path):
+    run = tmp_path / "r1"
+    (run / "reports").mkdir(parents=True)
+    (run / "reports" / "01_validate.html").write_text("<html></html>")
+    st = status.new_status("r1")
+    status.mark_stage(run, st, "01_validate", "running")
+    status.mark_stage(run, st, "01_validate", "completed", duration_s=1.5)
+    status.mark_stage(run, st, "02_canonicalize", "running")
+    status.mark_stage(run, st, "02_canonicalize", "failed", duration_s=0.5, error=f"KeyError: '{EVIL}'")
+    write_json(run / "run_spec.json", {"data_path": "/d/x.csv", "grain": "WEEK", "target_col": "sales",
+                                       "drivers": [EVIL]})
+    write_json(run / "roi_metrics.json", {"interval": 0.9, "channels": [
+        {"channel": EVIL, "spend_col": "spend_x", "spend": 1000.0, "contribution": 2500.0,
+         "contribution_low": 2000.0, "contribution_high": 3000.0, "roi": 2.5, "roi_low": 2.0, "roi_high": 3.0}]})
+    parsed = _parse(report.write_index(run))
+    assert "script" not in parsed.tags
+    text = "".join(parsed.text)
+    assert EVIL in text  # shown as text
+    assert "reports/01_validate.html" in parsed.links
+    assert "reports/02_canonicalize.html" not in parsed.links  # no report rendered for it
+    assert "failed" in text and "1.5 s" in text
+    assert "2.50 [2.00, 3.00]" in text
+
+
+def test_status_transitions_record_error_and_stage(tmp_path):
+    st = status.new_status("r2")
+    status.mark_stage(tmp_path, st, "04_fit", "running")
+    assert st["status"] == "running" and st["stage"] == "04_fit"
+    status.mark_stage(tmp_path, st, "04_fit", "failed", duration_s=3.0, error="ValueError: boom", traceback="tb")
+    saved = status.read_status(tmp_path)
+    assert saved["status"] == "failed" and saved["error"] == "04_fit: ValueError: boom"
+    assert saved["traceback"] == "tb" and saved["stages"]["04_fit"]["duration_s"] == 3.0
+    assert saved["stages"]["05_diagnose"]["status"] == "pending"

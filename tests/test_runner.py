@@ -1,0 +1,146 @@
+"""End to end: papermill executes the real six notebooks on a small spec; every artifact is checked.
+
+Also: a stage failure is recorded (stage, error, traceback) with earlier artifacts intact, ``--resume``
+continues from the failed stage, and the same spec + seed reproduces the posterior and ROI exactly.
+"""
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from mmm_lib import runner
+from mmm_lib.runner import RunError, run_pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "params" / "fast.yaml"
+SMALL = ["draws=150", "tune=150"]
+
+RUN_ARTIFACTS = [
+    "run_spec.json", "status.json", "raw_data.parquet", "validation_summary.json", "canonical_data.parquet",
+    "column_info.json", "features.parquet", "feature_metadata.json", "feature_scaler.json", "posterior.nc",
+    "posterior_summary.json", "model_metadata.json", "diagnostics.json", "contributions.parquet",
+    "contribution_summary.json", "roi_metrics.json", "fitted.parquet", "fit_metrics.json", "index.html",
+]
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs = 0
+        self.text = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img" and dict(attrs).get("src", "").startswith("data:image/png;base64"):
+            self.imgs += 1
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def completed_run(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("outputs")
+    old = os.environ.get("MMM_OUTPUTS")
+    os.environ["MMM_OUTPUTS"] = str(root)
+    try:
+        res = run_pipeline(SPEC, "e2e", SMALL, log=lambda m: None)
+    finally:
+        if old is None:
+            os.environ.pop("MMM_OUTPUTS", None)
+        else:
+            os.environ["MMM_OUTPUTS"] = old
+    return res, root
+
+
+@pytest.mark.slow
+def test_six_notebooks_produce_every_artifact_and_report(completed_run):
+    res, _ = completed_run
+    assert res.status == "completed", res.error
+    for name in RUN_ARTIFACTS:
+        assert (res.run_dir / name).is_file(), name
+    status = json.loads((res.run_dir / "status.json").read_text())
+    assert status["status"] == "completed"
+    assert all(s["status"] == "completed" and s["duration_s"] > 0 for s in status["stages"].values())
+    for stage in runner.STAGES:
+        nb = nbformat.read(res.run_dir / "notebooks" / f"{stage}.ipynb", as_version=4)
+        assert nb.metadata.papermill.exception is None or nb.metadata.papermill.exception is False
+        html = (res.run_dir / "reports" / f"{stage}.html").read_text()
+        p = _Tags()
+        p.feed(html)
+        assert "open_run(" not in "".join(p.text), f"{stage}: code shown in the stakeholder report"
+        if stage != "01_validate":
+            assert p.imgs >= 1, f"{stage}: no embedded figure"
+        assert "open_run(" in (res.run_dir / "reports" / f"{stage}_code.html").read_text()
+    roi = json.loads((res.run_dir / "roi_metrics.json").read_text())
+    assert roi["interval"] == 0.9
+    keys = {"channel", "spend_col", "spend", "contribution", "contribution_low", "contribution_high", "roi",
+            "roi_low", "roi_high"}
+    assert [c["channel"] for c in roi["channels"]] == ["act_tv", "act_digital", "act_radio"]
+    for c in roi["channels"]:
+        assert keys <= set(c)
+        assert c["roi_low"] <= c["roi"] <= c["roi_high"]
+    contrib = pd.read_parquet(res.run_dir / "contributions.parquet")
+    fitted = pd.read_parquet(res.run_dir / "fitted.parquet")
+    total = contrib.groupby("period_start")["mean"].sum().sort_index()
+    assert total.to_numpy() == pytest.approx(fitted.set_index("period_start")["fitted"].sort_index().to_numpy(),
+                                             rel=1e-6)
+
+
+@pytest.mark.slow
+def test_failure_is_recorded_and_resume_continues_and_reproduces(completed_run, tmp_path, monkeypatch):
+    first, _ = completed_run
+    nbdir = tmp_path / "nbs"
+    shutil.copytree(REPO / "notebooks", nbdir)
+    nb = nbformat.read(nbdir / "03_features.ipynb", as_version=4)
+    nb.cells.insert(3, nbformat.v4.new_code_cell("raise RuntimeError('injected failure in features')"))
+    nbformat.write(nb, nbdir / "03_features.ipynb")
+    monkeypatch.setattr(runner, "notebooks_dir", lambda: nbdir)
+
+    res = run_pipeline(SPEC, "resumable", SMALL, log=lambda m: None)
+    assert res.status == "failed" and res.failed_stage == "03_features"
+    assert "injected failure in features" in res.error
+    status = json.loads((res.run_dir / "status.json").read_text())
+    assert status["status"] == "failed" and status["stage"] == "03_features"
+    assert "injected failure" in status["error"] and "RuntimeError" in status["traceback"]
+    assert (res.run_dir / "canonical_data.parquet").is_file()  # earlier artifacts intact
+    assert not (res.run_dir / "features.parquet").exists()  # nothing that looks complete
+    assert "injected failure in features" in (res.run_dir / "index.html").read_text()
+
+    with pytest.raises(RunError, match="already exists.*--resume"):
+        run_pipeline(SPEC, "resumable", SMALL, log=lambda m: None)
+    with pytest.raises(RunError, match="different spec"):
+        run_pipeline(SPEC, "resumable", ["draws=151", "tune=150"], resume=True, log=lambda m: None)
+
+    monkeypatch.setattr(runner, "notebooks_dir", lambda: REPO / "notebooks")
+    lines = []
+    res2 = run_pipeline(SPEC, "resumable", SMALL, resume=True, log=lines.append)
+    assert res2.status == "completed", res2.error
+    assert any("Canonicalize" in ln and "resumed" in ln for ln in lines)
+    # Same spec + seed -> identical posterior summary and ROI.
+    for name in ("posterior_summary.json", "roi_metrics.json"):
+        assert (res2.run_dir / name).read_text() == (first.run_dir / name).read_text(), name
+
+
+def test_bad_spec_fails_before_anything_is_created(tmp_path, outputs_root):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data_path: x.csv\ndrivers: [act_tv]\ndraw: 10\n")
+    from mmm_lib.spec import SpecError
+
+    with pytest.raises(SpecError, match="did you mean 'draws'"):
+        run_pipeline(bad, "never", log=lambda m: None)
+    assert not (outputs_root / "runs" / "never").exists()
+
+
+def test_second_writer_is_refused(outputs_root):
+    folder = outputs_root / "runs" / "busy"
+    folder.mkdir(parents=True)
+    (folder / ".lock").write_text(str(__import__("os").getpid()))  # a live pid holds it
+    with pytest.raises(RunError, match="already running"):
+        run_pipeline(SPEC, "busy", SMALL, log=lambda m: None)
