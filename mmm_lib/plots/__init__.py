@@ -1,0 +1,1 @@
+"""Plot functions, one module per stage; each returns a matplotlib Figure."""
