@@ -23,23 +23,13 @@ from .storage import (
 )
 
 
-def _for_parquet(df):
-    # Mixed-type object columns (a number column with a stray "n/a") cannot go to parquet as is;
-    # keep them as text so the stored table still shows exactly what was uploaded.
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = out[col].astype("string")
-    return out
-
-
 def add_dataset(path: str | Path, dataset_id: str, *, force: bool = False) -> dict[str, Any]:
     """Store an uploaded file as dataset ``dataset_id`` and validate its structure.
 
     Keeps ``source.<ext>`` byte-for-byte with its SHA-256 in ``metadata.json``, writes
     ``raw_data.parquet`` and ``validation_summary.json``. Returns the metadata.
     """
-    from .validation import load_raw, validate
+    from .validation import load_raw, parquet_safe, validate
 
     validate_id(dataset_id, "dataset_id")
     src = Path(path)
@@ -55,7 +45,7 @@ def add_dataset(path: str | Path, dataset_id: str, *, force: bool = False) -> di
         shutil.rmtree(folder)
     ext = src.suffix.lower() or ".dat"
     write_bytes(folder / f"source{ext}", data)
-    write_parquet(folder / "raw_data.parquet", _for_parquet(df))
+    write_parquet(folder / "raw_data.parquet", parquet_safe(df))
     summary = report.summary()
     write_json(folder / "validation_summary.json", summary)
     meta = {

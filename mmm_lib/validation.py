@@ -1,0 +1,1042 @@
+"""Read an input file and check it before anything is fitted.
+
+``load_raw(path)`` reads CSV (delimiter ``,`` ``;`` tab ``|`` and the encoding detected) or
+Parquet, keeping values as written. ``validate(df, spec)`` returns a :class:`ValidationReport`
+of findings; any ``error`` stops the run (``report.raise_if_errors()``), warnings are shown.
+Row numbers in messages are 0-based data rows (the header is not counted; CSV line = row + 2).
+Without a spec (``mmm datasets add``) roles come from the column prefixes, and the checks that
+need a run's windows and model (SHORT_HISTORY, TOO_FEW_PERIODS, the data/parameter ratio) wait
+for the run.
+
+Finding codes
+-------------
+
+| code | severity | meaning | fix |
+|---|---|---|---|
+| EMPTY_DATA | error | the table has no rows or no columns | export the data again with a header and data rows |
+| DUPLICATE_COLUMN_NAME | error | two columns share a name | rename or drop one of them |
+| MISSING_REQUIRED_COLUMN | error | ``entity_id``, ``period_start`` or the target is absent | rename the column (a close name is suggested) or set ``target_col`` |
+| MISSING_SPEC_COLUMN | error | a driver, control or ``spend_cols`` column of the spec is absent | fix the name in the spec or the file (a close name is suggested) |
+| ROLE_CONFLICT | error | one column has two roles (e.g. target and driver) | give each column one role in the spec |
+| ENTITY_ID_MISSING | error | rows with an empty ``entity_id`` | fill in the entity (one constant value for a single series) |
+| DATE_MISSING | error | rows with an empty ``period_start`` | fill in the date or drop the rows |
+| DATE_UNPARSEABLE | error | ``period_start`` values that are not dates | write dates as YYYY-MM-DD |
+| DATE_MIXED_FORMATS | error | ``period_start`` mixes formats (ISO and DD/MM/YYYY …) | write every date as YYYY-MM-DD |
+| DATE_AMBIGUOUS_FORMAT | warning | day/month order could not be read from the values | check the chosen order; write dates as YYYY-MM-DD |
+| NON_NUMERIC_VALUE | error | text in a numeric column (``'1,200'``, ``'—'``) | write plain numbers: ``.`` decimals, no thousands separators or units |
+| MISSING_VALUE | error | empty/NA values in a target, driver, spend or control column | fill them (0 for no activity; interpolate a control) or drop the period |
+| INFINITE_VALUE | error | ``inf`` in a numeric column | replace with the real value |
+| NEGATIVE_VALUE | error | negative target, activity or spend | correct the rows (returns/credits belong elsewhere) |
+| DUPLICATE_PERIOD | error | two rows for the same entity and ``period_start`` | keep one row per entity and period |
+| GRAIN_MISMATCH | error | date spacing does not fit the grain (daily data, or MONTH vs WEEK) | set ``grain`` to match, or aggregate the data to weeks/months first |
+| PERIOD_NOT_ALIGNED | warning | weekly dates on different weekdays / monthly dates not on the 1st | canonicalize moves them to the period start; check they are not typos |
+| DUPLICATE_PERIOD_AFTER_ALIGNMENT | error | two rows of an entity fall in the same week/month | keep one row per entity and period |
+| ENTITY_PERIOD_GAP | warning | an entity misses periods inside its own date range | add the rows (0 activity if none); otherwise the brand total dips |
+| BRAND_PERIOD_GAP | error | no entity has data for a period inside the windows (warning before them, or without a spec) | add the missing periods or shorten the windows |
+| ENTITY_PARTIAL_COVERAGE | warning | an entity starts late or stops early inside the windows | check it; its entry/exit shifts the brand total |
+| ENTITY_FEW_ROWS | warning | an entity has under half the median rows per entity | check the entity's data, or drop it |
+| TOO_FEW_PERIODS | error | fewer estimation periods than model parameters | add history, lengthen the estimation window or simplify the model |
+| SHORT_HISTORY | warning | data shorter than carryover + estimation months | add history or shorten the windows (the run uses what exists) |
+| LOW_DATA_PARAMETER_RATIO | warning | fewer than 5 estimation periods per model parameter | add history or use fewer drivers/controls/seasonality terms |
+| DATA_PARAMETER_RATIO | info | estimation periods per model parameter | — |
+| TARGET_ALL_ZERO | error | the target is 0 throughout the estimation window | check the target column |
+| TARGET_CONSTANT | error | the target never changes in the estimation window | check the target column |
+| CHANNEL_ALL_ZERO | warning | a driver is 0 throughout the estimation window | drop it from drivers (its effect cannot be estimated) |
+| CHANNEL_CONSTANT | warning | a driver never changes in the estimation window | drop it from drivers (indistinguishable from the baseline) |
+| SPEND_ALL_ZERO | warning | a driver's spend is 0 throughout the estimation window | check the spend column; ROI is undefined |
+| CONTROL_CONSTANT | error | a control never changes in the estimation window | remove it from controls (it cannot be standardized) |
+| DRIVER_WITHOUT_SPEND | warning | a driver has no spend column | add ``spend_X`` or map it with ``spend_cols``; else no ROI for it |
+| SPEND_WITHOUT_DRIVER | info | a spend column matches no driver | add its ``act_`` column to drivers if it should be modelled |
+| UNUSED_COLUMN | info | columns no role uses | add them to drivers/controls if they matter |
+| SPEND_WITH_ZERO_ACTIVITY | warning | spend > 0 in rows where the driver's activity is 0 | check the activity data for those rows |
+| DRIVERS_COLLINEAR | warning | two drivers have abs(correlation) >= 0.99 (brand level) | combine them into one driver or drop one |
+| SALES_OUTLIER | warning | robust z of log target > 5 within an entity | check for entry errors (extra zeros, units); real events may stay |
+| CHECKS_SKIPPED | info | later checks skipped because of an earlier error | fix the errors and validate again |
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .canonicalize import (
+    ENTITY_COL,
+    PERIOD_COL,
+    ParsedDates,
+    align_to_grain,
+    compute_windows,
+    parse_period_start,
+    period_range,
+    resolve_roles,
+    spend_for,
+)
+from .findings import Finding, count_by_severity, findings_table
+from .spec import FeatureConfig, RunSpec, WindowsConfig
+
+COLLINEAR_CORR = 0.99  # |corr| between drivers above which the model cannot tell them apart
+OUTLIER_Z = 5.0  # robust z (median/MAD) on log1p(target) per entity
+MIN_DATA_PER_PARAM = 5.0  # estimation periods per parameter below which a warning is raised
+FEW_ROWS_FRACTION = 0.5  # entity rows below this share of the median rows per entity
+N_EXAMPLES = 5  # example rows shown in a message
+
+_DELIMITERS = [",", ";", "\t", "|"]
+_NA_TOKENS = {"na", "n/a", "nan", "null", "none", "#n/a", "-", "nat"}
+
+
+class DataFormatError(ValueError):
+    """The input file cannot be read as a table; the message names the file and the fix."""
+
+
+class DataValidationError(ValueError):
+    """The data failed validation; the message lists each error code, column and remedy."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _decode(raw: bytes) -> tuple[str, str]:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16"), "utf-16"
+    # utf-8-sig also reads plain UTF-8; cp1252 before latin-1 so Excel's dashes and quotes survive.
+    for enc in ("utf-8-sig", "cp1252"):
+        try:
+            return raw.decode(enc), enc
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1"), "latin-1"
+
+
+def _sniff_delimiter(lines: list[str]) -> str | None:
+    """The delimiter giving the most header fields and the most consistent field count."""
+    best: tuple[float, int] | None = None
+    chosen = None
+    for d in _DELIMITERS:
+        counts = [len(r) for r in csv.reader(lines, delimiter=d)]
+        if not counts or counts[0] < 2:
+            continue
+        score = (sum(c == counts[0] for c in counts) / len(counts), counts[0])
+        if best is None or score > best:
+            best, chosen = score, d
+    return chosen
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if not raw.strip():
+        raise DataFormatError(f"data file {path} is empty; export the data again with a header row and data rows")
+    text, _enc = _decode(raw)
+    lines = [ln for ln in text.splitlines() if ln.strip()][:50]
+    delim = _sniff_delimiter(lines)
+    if delim is None:
+        raise DataFormatError(
+            f"data file {path}: found a single column in the header {lines[0][:80]!r}; "
+            "separate the columns with ',', ';', tab or '|' (e.g. entity_id,period_start,sales,...)"
+        )
+    header = [h.strip() for h in next(csv.reader([lines[0]], delimiter=delim))]
+    while header and header[-1] == "":  # a trailing delimiter on the header line
+        header.pop()
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise DataFormatError(f"data file {path}: the header names {dup} more than once; rename or drop the repeated columns")
+    if "" in header:
+        raise DataFormatError(
+            f"data file {path}: column {header.index('') + 1} of the header has no name; "
+            "name every column (or delete the empty one)"
+        )
+    # pandas silently turns surplus leading fields into an index, so count fields per line first.
+    bad_lines = []
+    for lineno, row in enumerate(csv.reader(io.StringIO(text), delimiter=delim), start=1):
+        if row and len(row) != len(header) and not (len(row) > len(header) and not "".join(row[len(header):]).strip()):
+            bad_lines.append((lineno, len(row)))
+    if bad_lines:
+        shown = ", ".join(f"line {n} has {k}" for n, k in bad_lines[:3])
+        raise DataFormatError(
+            f"data file {path} cannot be read as a {delim!r}-separated table: the header has {len(header)} fields but "
+            f"{shown}{' …' if len(bad_lines) > 3 else ''} ({len(bad_lines)} such lines); "
+            "check for unquoted delimiters inside values (e.g. 1,200 in a ','-separated file) and missing fields"
+        )
+    try:
+        df = pd.read_csv(
+            io.StringIO(text),
+            sep=delim,
+            header=0,
+            names=header,
+            # Ids and dates stay text: "001" must not become 1, and dates are parsed by validation.
+            dtype={ENTITY_COL: str, PERIOD_COL: str},
+            # Only empty cells are missing; 'NA' may be an entity and 'n/a' is reported as written.
+            keep_default_na=False,
+            na_values=[""],
+            skip_blank_lines=True,
+            index_col=False,  # trailing delimiters: drop the empty surplus fields
+        )
+    except (pd.errors.ParserError, ValueError) as e:
+        raise DataFormatError(
+            f"data file {path} cannot be read as a {delim!r}-separated table: {e}; "
+            "check that every row has as many fields as the header and that quotes are closed"
+        ) from None
+    return df
+
+
+def load_raw(path: str | Path) -> pd.DataFrame:
+    """Read the input table as written (no role coercion).
+
+    Parameters
+    ----------
+    path
+        A CSV file (``,`` ``;`` tab or ``|`` separated; UTF-8 with or without BOM, UTF-16,
+        Windows-1252 or Latin-1; optionally gzip-compressed) or a Parquet file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per data row, column names stripped of surrounding spaces. ``entity_id`` and
+        ``period_start`` are kept as text for CSV; only empty cells are read as missing.
+
+    Raises
+    ------
+    DataFormatError
+        The file does not exist, is empty, is a spreadsheet, or is not a readable table.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(
+            f"data file not found: {path}; check data_path in the spec (a relative path is relative to the spec file)"
+        )
+    if path.is_dir():
+        raise DataFormatError(f"data path {path} is a folder; point data_path at a CSV or Parquet file")
+    suffix = path.suffix.lower()
+    if suffix in {".xlsx", ".xls", ".xlsm", ".ods"}:
+        raise DataFormatError(f"data file {path} is a spreadsheet; save the sheet as CSV (UTF-8) and use that file")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if suffix in {".parquet", ".pq"} or magic == b"PAR1":
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            raise DataFormatError(f"data file {path} cannot be read as Parquet ({e}); write it again or export it as CSV") from None
+        if isinstance(df.index, pd.MultiIndex) or df.index.name is not None:
+            df = df.reset_index()
+        df = df.reset_index(drop=True)
+    else:
+        df = _read_csv(path)
+    df.columns = [str(c).strip() for c in df.columns]
+    if df.shape[1] == 0 or len(df) == 0:
+        raise DataFormatError(f"data file {path} has no data rows (only a header?); export the data again with its rows")
+    return df
+
+
+def parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose mixed-type ``object`` columns are text, so ``to_parquet`` cannot fail on them."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object:
+            out[c] = out[c].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)).astype("str")
+    out.columns = [str(c) for c in out.columns]
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class ValidationReport:
+    """Findings of :func:`validate` plus the facts shown in the overview table.
+
+    Attributes
+    ----------
+    findings
+        All findings, in check order (highest priority first).
+    n_rows, n_entities, n_periods
+        Data rows, distinct ``entity_id`` values and distinct ``period_start`` dates.
+    roles
+        ``{"target", "drivers", "controls", "spend": {driver: spend_col | None}}`` (from the spec,
+        or inferred from the ``act_``/``ctrl_``/``spend_`` prefixes).
+    grain
+        The spec's grain, or the one inferred from the date spacing.
+    date_start, date_end
+        First and last ``period_start`` (ISO) when the dates could be read.
+    n_estimation, n_parameters
+        Periods in the estimation window and the number of model parameters, when known.
+    """
+
+    findings: list[Finding] = field(default_factory=list)
+    n_rows: int = 0
+    n_entities: int = 0
+    n_periods: int = 0
+    roles: dict[str, Any] = field(default_factory=dict)
+    grain: str | None = None
+    date_start: str | None = None
+    date_end: str | None = None
+    n_estimation: int | None = None
+    n_parameters: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error finding."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    def codes(self) -> list[str]:
+        """The finding codes, in order (handy in tests and logs)."""
+        return [f.code for f in self.findings]
+
+    def summary(self) -> dict[str, Any]:
+        """The ``validation_summary.json`` object (docs/DESIGN.md), plus ``grain`` and ``date_range``."""
+        return {
+            "ok": self.ok,
+            "n_rows": self.n_rows,
+            "n_entities": self.n_entities,
+            "n_periods": self.n_periods,
+            "roles": self.roles,
+            "counts": count_by_severity(self.findings),
+            "findings": [f.to_dict() for f in self.findings],
+            "grain": self.grain,
+            "date_range": {"start": self.date_start, "end": self.date_end},
+        }
+
+    def table(self) -> pd.DataFrame:
+        """Findings as a table, errors first."""
+        return findings_table(self.findings)
+
+    def overview_table(self) -> pd.DataFrame:
+        """Rows, entities, periods, date range, grain and roles as a two-column table."""
+        spend = self.roles.get("spend", {})
+        items = [
+            ("rows", self.n_rows),
+            ("entities", self.n_entities),
+            ("periods", self.n_periods),
+            ("date range", f"{self.date_start} – {self.date_end}" if self.date_start else "unreadable"),
+            ("grain", self.grain),
+            ("target", self.roles.get("target")),
+            ("drivers", ", ".join(self.roles.get("drivers", [])) or "none"),
+            ("spend", ", ".join(f"{d} → {s or '—'}" for d, s in spend.items()) or "none"),
+            ("controls", ", ".join(self.roles.get("controls", [])) or "none"),
+        ]
+        if self.n_estimation is not None:
+            items.append(("estimation periods", self.n_estimation))
+        if self.n_parameters is not None:
+            items.append(("model parameters", self.n_parameters))
+        counts = count_by_severity(self.findings)
+        items.append(("findings", f"{counts['error']} errors, {counts['warning']} warnings, {counts['info']} info"))
+        return pd.DataFrame(items, columns=["item", "value"]).astype({"value": str})
+
+    def headline(self) -> str:
+        """One line: passed/failed and the counts."""
+        c = count_by_severity(self.findings)
+        state = "passed" if self.ok else "FAILED"
+        return (
+            f"validation {state}: {self.n_rows} rows, {self.n_entities} entities, {self.n_periods} periods; "
+            f"{c['error']} errors, {c['warning']} warnings, {c['info']} info"
+        )
+
+    def raise_if_errors(self) -> None:
+        """Raise :class:`DataValidationError` listing every error (code, columns, message, fix)."""
+        errs = self.errors
+        if not errs:
+            return
+        lines = [f"data validation found {len(errs)} error(s); fix them and run again:"]
+        for f in errs:
+            cols = f" [{', '.join(f.columns)}]" if f.columns else ""
+            lines.append(f"  - {f.code}{cols}: {f.message}" + (f" Fix: {f.remedy}" if f.remedy else ""))
+        raise DataValidationError("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def infer_roles(columns: Any, target: str = "sales") -> dict[str, Any]:
+    """Roles from column prefixes: ``act_*`` drivers, ``ctrl_*`` controls, ``spend_X`` for ``act_X``."""
+    cols = [str(c) for c in columns]
+    drivers = [c for c in cols if c.startswith("act_")]
+    return {
+        "target": target,
+        "drivers": drivers,
+        "controls": [c for c in cols if c.startswith("ctrl_")],
+        "spend": {d: spend_for(d, cols) for d in drivers},
+    }
+
+
+def _rows(idx: Any, n: int = N_EXAMPLES) -> list[int]:
+    return [int(i) for i in list(idx)[:n]]
+
+
+def _fmt_val(v: Any) -> str:
+    if isinstance(v, str):
+        return repr(v if len(v) <= 24 else v[:21] + "...")
+    if isinstance(v, (float, np.floating)):
+        return _num(float(v))
+    return repr(v)
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1e5 else f"{v:.6g}"
+
+
+def _examples(idx: Any, values: pd.Series | None = None, n: int = N_EXAMPLES) -> str:
+    rows = list(idx)[:n]
+    more = " …" if len(idx) > n else ""
+    if values is None:
+        return ", ".join(map(str, rows)) + more
+    return ", ".join(str(r) for r in rows) + ": " + ", ".join(_fmt_val(values.iloc[r]) for r in rows) + more
+
+
+def _n(k: int, word: str, plural: str | None = None) -> str:
+    """``1 row`` / ``3 rows``."""
+    return f"{k} {word if k == 1 else (plural or word + 's')}"
+
+
+def _at(idx: Any, values: pd.Series | None = None, n: int = N_EXAMPLES) -> str:
+    """``row 4: 'n/a'`` or ``rows 4, 17, 52: 'n/a', '1,200', '—'``."""
+    return ("row " if len(idx) == 1 else "rows ") + _examples(idx, values, n)
+
+
+def _suggest(name: str, columns: list[str]) -> str:
+    lower = {c.lower(): c for c in columns}
+    hits = [lower[name.lower()]] if name.lower() in lower else []
+    hits += [c for c in difflib.get_close_matches(name, columns, n=3, cutoff=0.6) if c not in hits]
+    if not hits:
+        lowered = difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)
+        hits = [lower[h] for h in lowered]
+    return f" — did you mean {', '.join(repr(h) for h in hits[:3])}?" if hits else ""
+
+
+def _iso(ts: Any) -> str:
+    return pd.Timestamp(ts).date().isoformat()
+
+
+def _n_parameters(n_drivers: int, n_controls: int, features: FeatureConfig) -> tuple[int, str]:
+    k = features.seasonality.K if features.seasonality.enabled else 0
+    trend = 1 if features.trend.enabled else 0
+    n = n_drivers + n_controls + 2 * k + trend + 4
+    parts = (f"{_n(n_drivers, 'driver')}, {_n(n_controls, 'control')}, {_n(2 * k, 'seasonality term')}, "
+             f"{_n(trend, 'trend term')}, 4 others: intercept, sigma_beta, sigma, nu")
+    return n, parts
+
+
+class _Ctx:
+    """State shared by the checks of one :func:`validate` call."""
+
+    def __init__(self, df: pd.DataFrame, spec: RunSpec | None) -> None:
+        self.df = df
+        self.spec = spec
+        self.columns = [str(c) for c in df.columns]
+        self.roles = resolve_roles(spec, self.columns) if spec else infer_roles(self.columns)
+        self.windows = spec.windows if spec else WindowsConfig()
+        self.features = spec.feature_config if spec else FeatureConfig()
+        self.control_agg = dict(spec.control_aggregation) if spec else {}
+        self.grain: str | None = spec.grain if spec else None
+        self.findings: list[Finding] = []
+        self.skipped: list[str] = []
+        self.entity: pd.Series | None = None
+        self.dates: ParsedDates | None = None
+        self.aligned: pd.Series | None = None
+        self.time_ok = False
+        self.num: dict[str, pd.Series] = {}
+        self.brand: pd.DataFrame | None = None
+        self.win: dict[str, pd.Timestamp] | None = None
+        self.n_est: int | None = None
+        self.n_params: int | None = None
+
+    def add(self, severity: str, code: str, message: str, remedy: str, columns: list[str] | None = None,
+            rows: Any = (), **details: Any) -> None:
+        self.findings.append(Finding(severity, code, message, remedy, list(columns or []), _rows(rows), details))
+
+    @property
+    def target(self) -> str:
+        return self.roles["target"]
+
+    def present(self, cols: list[str]) -> list[str]:
+        return [c for c in cols if c in self.columns]
+
+    def spend_cols(self) -> list[str]:
+        return list(dict.fromkeys(s for s in self.roles["spend"].values() if s and s in self.columns))
+
+    def numeric_roles(self) -> list[str]:
+        return list(dict.fromkeys(self.present([self.target, *self.roles["drivers"], *self.spend_cols(), *self.roles["controls"]])))
+
+
+# --------------------------------------------------------------------------- checks: structure
+
+
+def _check_columns(ctx: _Ctx) -> None:
+    cols = ctx.columns
+    for name, fix in [
+        (ENTITY_COL, "add an entity_id column (a store, region or SKU id; one constant value such as 'brand' for a single series)"),
+        (PERIOD_COL, "add a period_start column with the first day of each week or month (YYYY-MM-DD)"),
+        (ctx.target, f"rename the target column to {ctx.target!r}, or set target_col in the spec to the column holding sales"),
+    ]:
+        if name not in cols:
+            ctx.add("error", "MISSING_REQUIRED_COLUMN", f"required column {name!r} is missing{_suggest(name, cols)}",
+                    fix, [name], available=cols[:50])
+    if ctx.spec is None:
+        return
+    for role, names in [("driver", ctx.spec.drivers), ("control", ctx.spec.controls)]:
+        for name in names:
+            if name not in cols:
+                ctx.add("error", "MISSING_SPEC_COLUMN",
+                        f"{role} {name!r} named in the spec is not a column of the data{_suggest(name, cols)}",
+                        f"fix the name in the spec's {role}s list or in the file's header", [name])
+    for driver, spend in ctx.spec.spend_cols.items():
+        if spend not in cols:
+            ctx.add("error", "MISSING_SPEC_COLUMN",
+                    f"spend column {spend!r} (spend_cols for {driver!r}) is not a column of the data{_suggest(spend, cols)}",
+                    "fix spend_cols in the spec or the file's header", [spend])
+
+
+def _check_roles(ctx: _Ctx) -> None:
+    r = ctx.roles
+    uses: dict[str, list[str]] = {}
+    for col, role in [(r["target"], "target"), *[(d, "driver") for d in r["drivers"]],
+                      *[(c, "control") for c in r["controls"]],
+                      *[(s, f"spend of {d}") for d, s in r["spend"].items() if s]]:
+        uses.setdefault(col, []).append(role)
+    for key in (ENTITY_COL, PERIOD_COL):
+        if key in uses:
+            uses[key].append("key column")
+    for col, roles in uses.items():
+        distinct = list(dict.fromkeys(roles))
+        if len(distinct) > 1 and not all(x.startswith("spend of") for x in distinct):
+            ctx.add("error", "ROLE_CONFLICT", f"column {col!r} has more than one role: {', '.join(distinct)}",
+                    "give each column exactly one role in the spec (target_col, drivers, controls, spend_cols)", [col])
+
+
+def _check_entity(ctx: _Ctx) -> None:
+    if ENTITY_COL not in ctx.columns:
+        return
+    e = ctx.df[ENTITY_COL]
+    bad = e.isna() | (e.astype(str).str.strip() == "")
+    if bad.any():
+        idx = np.flatnonzero(bad.to_numpy())
+        ctx.add("error", "ENTITY_ID_MISSING", f"column 'entity_id' is empty in {_n(len(idx), 'row')} ({_at(idx)})",
+                "fill in the entity of every row, or drop those rows", [ENTITY_COL], idx)
+    ctx.entity = e.astype(str).str.strip()
+
+
+def _check_dates(ctx: _Ctx) -> None:
+    if PERIOD_COL not in ctx.columns:
+        return
+    raw = ctx.df[PERIOD_COL]
+    p = parse_period_start(raw, ctx.grain)  # type: ignore[arg-type]
+    ctx.dates = p
+    if p.missing:
+        ctx.add("error", "DATE_MISSING", f"column 'period_start' is empty in {_n(len(p.missing), 'row')} ({_at(p.missing)})",
+                "fill in the period's start date (YYYY-MM-DD) or drop those rows", [PERIOD_COL], p.missing)
+    if p.unparseable:
+        vals = raw.reset_index(drop=True)
+        numeric_like = pd.to_numeric(vals.iloc[p.unparseable], errors="coerce").notna().any()
+        hint = " (numbers like 44564 are Excel date serials: format the column as a date before exporting)" if numeric_like else ""
+        ctx.add("error", "DATE_UNPARSEABLE",
+                f"column 'period_start' has {_n(len(p.unparseable), 'value')} that "
+                f"{'is not a date' if len(p.unparseable) == 1 else 'are not dates'} "
+                f"({_at(p.unparseable, vals)}){hint}",
+                "write every date as YYYY-MM-DD (e.g. 2024-01-01)", [PERIOD_COL], p.unparseable)
+    if p.mixed:
+        parts = "; ".join(f"{lab}: {_n(len(rows), 'row')} (e.g. {_at(rows, raw.reset_index(drop=True), 3)})"
+                          for lab, rows in sorted(p.formats.items(), key=lambda kv: -len(kv[1])))
+        minority = sorted(p.formats.items(), key=lambda kv: len(kv[1]))[0][1]
+        ctx.add("error", "DATE_MIXED_FORMATS", f"column 'period_start' mixes {len(p.formats)} date formats — {parts}",
+                "write every date in one format, preferably YYYY-MM-DD; mixed formats make day and month ambiguous",
+                [PERIOD_COL], minority, formats={k: len(v) for k, v in p.formats.items()})
+    if p.ambiguous and not p.mixed:
+        ctx.add("warning", "DATE_AMBIGUOUS_FORMAT", f"column 'period_start': {p.ambiguous}",
+                "check the dates in the overview figure; write them as YYYY-MM-DD to remove the doubt", [PERIOD_COL])
+
+
+# --------------------------------------------------------------------------- checks: values
+
+
+_THOUSANDS = re.compile(r"^-?\d{1,3}([,.' ]\d{3})+([.,]\d+)?$")
+_DEC_COMMA = re.compile(r"^-?\d+,\d+$")
+_UNITS = re.compile(r"[$€£%]|[A-Za-z]{2,}")
+
+
+def _non_numeric_remedy(values: list[str]) -> str:
+    tips = []
+    if any(_THOUSANDS.match(v) for v in values):
+        tips.append("remove thousands separators (if ',' is your decimal separator, use '.' instead)")
+    elif any(_DEC_COMMA.match(v) for v in values):
+        tips.append("use '.' as the decimal separator")
+    if any(_UNITS.search(v) for v in values):
+        tips.append("remove currency symbols, units and notes")
+    tips.append("write plain numbers (leave a cell empty only if the value is truly unknown)")
+    return "; ".join(tips)
+
+
+def _check_numeric(ctx: _Ctx) -> None:
+    nonneg = set(ctx.present([ctx.target, *ctx.roles["drivers"], *ctx.spend_cols()]))
+    for col in ctx.numeric_roles():
+        s = ctx.df[col].reset_index(drop=True)
+        if pd.api.types.is_bool_dtype(s.dtype):
+            num = s.astype("float64")
+        elif pd.api.types.is_numeric_dtype(s.dtype):
+            num = s.astype("float64")
+        else:
+            num = pd.to_numeric(s, errors="coerce").astype("float64")
+            text = s.astype(str).str.strip()
+            is_na_token = s.isna() | text.str.lower().isin(_NA_TOKENS) | (text == "")
+            bad = num.isna() & ~is_na_token
+            if bad.any():
+                idx = np.flatnonzero(bad.to_numpy())
+                shown = text.iloc[idx[:N_EXAMPLES]].tolist()
+                ctx.add("error", "NON_NUMERIC_VALUE",
+                        f"column {col!r} has {_n(len(idx), 'non-numeric value')} ({_at(idx, s)})",
+                        _non_numeric_remedy(shown), [col], idx, count=int(len(idx)))
+        ctx.num[col] = num
+        na = np.flatnonzero(num.isna().to_numpy() & ~_nonnum_mask(ctx, col, s))
+        if len(na):
+            written = "" if pd.api.types.is_numeric_dtype(s.dtype) else f": {', '.join(_fmt_val(s.iloc[r]) if not pd.isna(s.iloc[r]) else 'empty' for r in na[:N_EXAMPLES])}"
+            if col == ctx.target:
+                fix = "fill in the true values, or drop the period for every entity"
+            elif col in ctx.roles["controls"]:
+                fix = "fill them (e.g. interpolate), or drop the period for every entity"
+            else:
+                fix = "fill them with 0 if there was no activity, or drop the period for every entity"
+            ctx.add("error", "MISSING_VALUE",
+                    f"column {col!r} has {_n(len(na), 'missing value')} ({_at(na)}{written})",
+                    fix, [col], na,
+                    count=int(len(na)))
+        inf = np.flatnonzero(np.isinf(num.to_numpy()))
+        if len(inf):
+            ctx.add("error", "INFINITE_VALUE", f"column {col!r} has {_n(len(inf), 'infinite value')} ({_at(inf)})",
+                    "replace them with the real values", [col], inf)
+        if col in nonneg:
+            neg = np.flatnonzero((num < 0).to_numpy())
+            if len(neg):
+                what = "target" if col == ctx.target else ("spend" if col in ctx.spend_cols() else "activity")
+                ctx.add("error", "NEGATIVE_VALUE",
+                        f"column {col!r} ({what}) has {_n(len(neg), 'negative value')} ({_at(neg, num)})",
+                        f"{what} cannot be negative: correct these rows (net out returns or credits before export)",
+                        [col], neg, count=int(len(neg)))
+
+
+def _nonnum_mask(ctx: _Ctx, col: str, s: pd.Series) -> np.ndarray:
+    """Rows already reported as NON_NUMERIC_VALUE (not counted again as missing)."""
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+        return np.zeros(len(s), dtype=bool)
+    text = s.astype(str).str.strip()
+    is_na_token = s.isna() | text.str.lower().isin(_NA_TOKENS) | (text == "")
+    return (pd.to_numeric(s, errors="coerce").isna() & ~is_na_token).to_numpy()
+
+
+# --------------------------------------------------------------------------- checks: time
+
+
+def _spacing_days(dates: pd.Series, entity: pd.Series) -> float | None:
+    frame = pd.DataFrame({"e": entity.to_numpy(), "d": dates.to_numpy()}).dropna().drop_duplicates()
+    if frame.empty:
+        return None
+    frame = frame.sort_values(["e", "d"])
+    diffs = frame.groupby("e")["d"].diff().dropna()
+    diffs = diffs[diffs > pd.Timedelta(0)]
+    if diffs.empty:
+        return None
+    return float(diffs.median() / pd.Timedelta(days=1))
+
+
+def _check_time(ctx: _Ctx) -> None:
+    p, e = ctx.dates, ctx.entity
+    if p is None or e is None:
+        return
+    if not p.ok:
+        ctx.skipped.append("duplicate periods, grain, gaps, windows and window-level checks (period_start must be readable)")
+        return
+    d = p.values
+    dup = pd.DataFrame({"e": e.to_numpy(), "d": d.to_numpy()}).duplicated(keep=False)
+    if dup.any():
+        idx = np.flatnonzero(dup.to_numpy())
+        first = idx[0]
+        ctx.add("error", "DUPLICATE_PERIOD",
+                f"{_n(len(idx), 'row')} repeat an (entity_id, period_start) pair, e.g. {e.iloc[first]!r} {_iso(d.iloc[first])} "
+                f"({_at(idx)})",
+                "keep one row per entity and period (sum split rows, drop copies)", [ENTITY_COL, PERIOD_COL], idx,
+                count=int(len(idx)))
+
+    spacing = _spacing_days(d, e)
+    if ctx.grain is None:
+        ctx.grain = "MONTH" if spacing is not None and spacing >= 20 else "WEEK"
+    grain = ctx.grain
+    if spacing is not None:
+        looks = None
+        if spacing < 5:
+            looks = "daily"
+        elif grain == "WEEK" and spacing >= 20:
+            looks = "monthly"
+        elif grain == "MONTH" and spacing < 20:
+            looks = "weekly"
+        if looks:
+            fix = ("aggregate the data to weeks or months before loading (daily grain is not supported)" if looks == "daily"
+                   else f"set grain: {'MONTH' if looks == 'monthly' else 'WEEK'} in the spec")
+            ctx.add("error", "GRAIN_MISMATCH",
+                    f"period_start values are {spacing:g} days apart (median within an entity), which looks {looks}, "
+                    f"but the grain is {grain}", fix, [PERIOD_COL], spacing_days=spacing, grain=grain)
+            ctx.skipped.append("alignment, gaps, windows and window-level checks (the grain does not match the dates)")
+            return
+
+    aligned = align_to_grain(d, grain)  # type: ignore[arg-type]
+    moved = np.flatnonzero((aligned != d).to_numpy())
+    if len(moved):
+        if grain == "WEEK":
+            names = d.dt.day_name()
+            counts = names.value_counts()
+            desc = ", ".join(f"{k}: {_n(v, 'row')}" for k, v in counts.items())
+            anchor = aligned.dt.day_name().iloc[0]
+            msg = (f"weekly period_start values fall on {len(counts)} different weekdays ({desc}); "
+                   f"{_n(len(moved), 'row')} {'is' if len(moved) == 1 else 'are'} not on {anchor} ({_at(moved, d.dt.strftime('%Y-%m-%d %a'))})")
+            fix = f"canonicalize moves each date back to the {anchor} starting its week; check these rows are not typos or daily data"
+        else:
+            msg = (f"{_n(len(moved), 'monthly period_start value')} {'is' if len(moved) == 1 else 'are'} not the 1st of the month "
+                   f"({_at(moved, d.dt.strftime('%Y-%m-%d'))})")
+            fix = "canonicalize moves them to the 1st of their month (right for month-end labels); check they are not typos"
+        ctx.add("warning", "PERIOD_NOT_ALIGNED", msg, fix, [PERIOD_COL], moved, count=int(len(moved)))
+        dup2 = pd.DataFrame({"e": e.to_numpy(), "d": aligned.to_numpy()}).duplicated(keep=False) & ~dup
+        if dup2.any():
+            idx = np.flatnonzero(dup2.to_numpy())
+            ctx.add("error", "DUPLICATE_PERIOD_AFTER_ALIGNMENT",
+                    f"{_n(len(idx), 'row')} of the same entity fall in the same {grain.lower()} once dates are moved to the period "
+                    f"start, e.g. {e.iloc[idx[0]]!r} week/month of {_iso(aligned.iloc[idx[0]])} ({_at(idx, d.dt.strftime('%Y-%m-%d'))})",
+                    f"keep one row per entity and {grain.lower()} (aggregate finer data first)", [ENTITY_COL, PERIOD_COL], idx)
+    ctx.aligned = aligned
+    ctx.time_ok = True
+
+
+def _check_gaps(ctx: _Ctx) -> None:
+    if not ctx.time_ok:
+        return
+    grain = ctx.grain
+    frame = pd.DataFrame({"e": ctx.entity.to_numpy(), "d": ctx.aligned.to_numpy()})
+    first, last = frame["d"].min(), frame["d"].max()
+    ctx.win = compute_windows(last, grain, ctx.windows)  # type: ignore[arg-type]
+    # Without a spec the windows are unknown: judge coverage over the whole series.
+    kept_start = max(first, ctx.win["carryover_start"]) if ctx.spec else first
+
+    gaps: list[tuple[str, pd.DatetimeIndex]] = []
+    spans = frame.groupby("e")["d"].agg(["min", "max"])
+    present = frame.groupby("e")["d"].apply(lambda s: pd.DatetimeIndex(s.unique()))
+    for ent, row in spans.iterrows():
+        missing = period_range(row["min"], row["max"], grain).difference(present[ent])
+        if len(missing):
+            gaps.append((str(ent), missing))
+    if gaps:
+        shown = "; ".join(f"{ent!r}: {len(m)} missing ({', '.join(_iso(x) for x in m[:3])}{' …' if len(m) > 3 else ''})"
+                          for ent, m in gaps[:N_EXAMPLES])
+        more = f"; and {len(gaps) - N_EXAMPLES} more entities" if len(gaps) > N_EXAMPLES else ""
+        ctx.add("warning", "ENTITY_PERIOD_GAP",
+                f"{_n(len(gaps), 'entity', 'entities')} {'misses' if len(gaps) == 1 else 'miss'} periods inside their own date range — {shown}{more}",
+                "add the missing rows (0 activity if there was none); otherwise the brand total dips in those periods",
+                [ENTITY_COL, PERIOD_COL], entities={ent: len(m) for ent, m in gaps})
+
+    brand_missing = period_range(first, last, grain).difference(pd.DatetimeIndex(frame["d"].unique()))
+    if len(brand_missing):
+        inside = brand_missing[brand_missing >= ctx.win["carryover_start"]]
+        sev = "error" if len(inside) and ctx.spec else "warning"
+        if ctx.spec is None:
+            inside = brand_missing
+            where = "which stops a run whose carryover/estimation windows include them"
+        elif len(inside):
+            where = "inside the carryover/estimation windows"
+        else:
+            where = f"before the windows (which start {_iso(ctx.win['carryover_start'])}), so they are not used"
+        shown = ", ".join(_iso(x) for x in (inside if len(inside) else brand_missing)[:N_EXAMPLES])
+        ctx.add(sev, "BRAND_PERIOD_GAP",
+                f"{_n(len(brand_missing), grain.lower())} {'has' if len(brand_missing) == 1 else 'have'} no data for any entity, {where}: {shown}"
+                f"{' …' if len(brand_missing) > N_EXAMPLES else ''}",
+                "add the missing periods to the file, or shorten windows.carryover_months/estimation_months",
+                [PERIOD_COL], missing=[_iso(x) for x in brand_missing[:50]])
+
+    if len(spans) > 1:
+        partial = spans[(spans["min"] > kept_start) | (spans["max"] < last)]
+        if len(partial):
+            shown = "; ".join(f"{str(ent)!r}: {_iso(r['min'])} – {_iso(r['max'])}" for ent, r in partial.head(N_EXAMPLES).iterrows())
+            ctx.add("warning", "ENTITY_PARTIAL_COVERAGE",
+                    f"{len(partial)} of {len(spans)} entities start after {_iso(kept_start)} or stop before {_iso(last)} — {shown}"
+                    f"{' …' if len(partial) > N_EXAMPLES else ''}",
+                    "check these entities: their entry or exit shifts the brand total, which the model reads as an effect; "
+                    "drop them or add a control", [ENTITY_COL])
+
+
+def _check_entity_rows(ctx: _Ctx) -> None:
+    if ctx.entity is None:
+        return
+    counts = ctx.entity.value_counts()
+    if len(counts) < 2:
+        return
+    med = float(counts.median())
+    few = counts[counts < FEW_ROWS_FRACTION * med]
+    if len(few):
+        shown = ", ".join(f"{str(k)!r}: {v}" for k, v in few.head(N_EXAMPLES).items())
+        ctx.add("warning", "ENTITY_FEW_ROWS",
+                f"{_n(len(few), 'entity', 'entities')} {'has' if len(few) == 1 else 'have'} fewer than half the median {med:g} rows per entity ({shown}"
+                f"{' …' if len(few) > N_EXAMPLES else ''})",
+                "check whether their data is incomplete; drop them if they are not part of the brand", [ENTITY_COL],
+                np.flatnonzero(ctx.entity.isin(few.index).to_numpy()), entities=few.to_dict())
+
+
+# --------------------------------------------------------------------------- checks: windows and values
+
+
+def _build_brand(ctx: _Ctx) -> None:
+    if not ctx.time_ok or ctx.win is None:
+        return
+    cols = ctx.numeric_roles()
+    frame = pd.DataFrame({c: ctx.num[c].to_numpy() for c in cols})
+    frame[PERIOD_COL] = ctx.aligned.to_numpy()
+    agg = {c: "sum" for c in cols}
+    for c in ctx.present(ctx.roles["controls"]):
+        agg[c] = ctx.control_agg.get(c, "mean")
+    ctx.brand = frame.groupby(PERIOD_COL, sort=True).agg(agg) if cols else frame.groupby(PERIOD_COL).size().to_frame("n")
+
+
+def _check_windows(ctx: _Ctx) -> None:
+    # Window and parameter checks need the run's windows and model; `mmm datasets add` has neither.
+    if ctx.brand is None or ctx.win is None or ctx.spec is None:
+        return
+    periods = ctx.brand.index
+    first = periods.min()
+    est = periods[periods >= ctx.win["estimation_start"]]
+    ctx.n_est = n_est = len(est)
+    n_params, parts = _n_parameters(len(ctx.roles["drivers"]), len(ctx.roles["controls"]), ctx.features)
+    ctx.n_params = n_params
+    w = ctx.windows
+    g = ctx.grain.lower()  # type: ignore[union-attr]
+    if first > ctx.win["estimation_start"]:
+        ctx.add("warning", "SHORT_HISTORY",
+                f"data starts {_iso(first)}, after the estimation window's start {_iso(ctx.win['estimation_start'])} "
+                f"({w.estimation_months} months before the end {_iso(ctx.win['end'])}): estimation gets only {n_est} {g}s "
+                "and there is no carryover warm-up",
+                "add history or shorten windows.estimation_months; carryover needs data before the estimation window",
+                [PERIOD_COL], first=_iso(first), estimation_start=_iso(ctx.win["estimation_start"]))
+    elif w.carryover_months > 0 and first > ctx.win["carryover_start"]:
+        n_carry = int(((periods >= ctx.win["carryover_start"]) & (periods < ctx.win["estimation_start"])).sum())
+        ctx.add("warning", "SHORT_HISTORY",
+                f"data starts {_iso(first)}, after the carryover window's start {_iso(ctx.win['carryover_start'])}: "
+                f"carryover has {n_carry} {g}s instead of {w.carryover_months} months",
+                "add history or shorten windows.carryover_months (early adstock is slightly understated)",
+                [PERIOD_COL], first=_iso(first), carryover_start=_iso(ctx.win["carryover_start"]))
+    if n_est < n_params:
+        ctx.add("error", "TOO_FEW_PERIODS",
+                f"the estimation window has {n_est} {g}s but the model has {n_params} parameters ({parts})",
+                "add history, lengthen windows.estimation_months, or use fewer drivers, controls or seasonality terms",
+                [PERIOD_COL], n_estimation=n_est, n_parameters=n_params)
+    else:
+        ratio = n_est / n_params
+        msg = f"{n_est} estimation {g}s for {n_params} model parameters ({parts}): {ratio:.1f} periods per parameter"
+        if ratio < MIN_DATA_PER_PARAM:
+            ctx.add("warning", "LOW_DATA_PARAMETER_RATIO", msg + f", below {MIN_DATA_PER_PARAM:g}",
+                    "expect wide intervals: add history or use fewer drivers/controls/seasonality terms", [],
+                    ratio=ratio, n_estimation=n_est, n_parameters=n_params)
+        else:
+            ctx.add("info", "DATA_PARAMETER_RATIO", msg, "", [], ratio=ratio, n_estimation=n_est, n_parameters=n_params)
+
+
+def _window_frame(ctx: _Ctx) -> tuple[pd.DataFrame, str]:
+    """Brand-level estimation-window values (what the model sees), or raw rows when dates are unusable."""
+    if ctx.brand is not None and ctx.spec is None:
+        return ctx.brand, f"at brand level over all {len(ctx.brand)} periods"
+    if ctx.brand is not None and ctx.win is not None:
+        est = ctx.brand[ctx.brand.index >= ctx.win["estimation_start"]]
+        return est, f"in the estimation window (brand level, {len(est)} periods from {_iso(est.index.min())})"
+    return pd.DataFrame(ctx.num), "over all rows"
+
+
+def _check_constant(ctx: _Ctx) -> None:
+    frame, where = _window_frame(ctx)
+    if frame.empty:
+        return
+    def state(col: str) -> str | None:
+        v = frame[col].to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        if len(v) == 0:
+            return None
+        if np.all(v == 0):
+            return "zero"
+        if np.all(v == v[0]):
+            return "constant"
+        return None
+    t = ctx.target
+    if t in frame:
+        s = state(t)
+        if s == "zero":
+            ctx.add("error", "TARGET_ALL_ZERO", f"target {t!r} is 0 everywhere {where}",
+                    "check the target column (wrong column or an export problem)", [t])
+        elif s == "constant":
+            ctx.add("error", "TARGET_CONSTANT", f"target {t!r} is constant ({frame[t].iloc[0]:g}) {where}",
+                    "check the target column: a constant series has nothing to explain", [t])
+    for d in ctx.present(ctx.roles["drivers"]):
+        s = state(d)
+        if s == "zero":
+            ctx.add("warning", "CHANNEL_ALL_ZERO", f"driver {d!r} is 0 everywhere {where}",
+                    "drop it from drivers: its effect cannot be estimated without activity", [d])
+        elif s == "constant":
+            ctx.add("warning", "CHANNEL_CONSTANT", f"driver {d!r} is constant ({frame[d].iloc[0]:g}) {where}",
+                    "drop it from drivers: a constant channel cannot be told apart from the baseline", [d])
+    for d, sp in ctx.roles["spend"].items():
+        if sp and sp in frame and state(sp) == "zero":
+            ctx.add("warning", "SPEND_ALL_ZERO", f"spend column {sp!r} (of {d!r}) is 0 everywhere {where}",
+                    "check the spend column; ROI for this driver is undefined without spend", [sp, d])
+    for c in ctx.present(ctx.roles["controls"]):
+        if state(c) in ("zero", "constant"):
+            ctx.add("error", "CONTROL_CONSTANT", f"control {c!r} is constant ({frame[c].iloc[0]:g}) {where}",
+                    "remove it from controls: it carries no information and cannot be standardized", [c])
+
+
+def _check_spend_mapping(ctx: _Ctx) -> None:
+    cols = ctx.columns
+    for d, sp in ctx.roles["spend"].items():
+        if d not in cols:
+            continue
+        if sp is None:
+            expected = f" (expected 'spend_{d[4:]}')" if d.startswith("act_") else ""
+            ctx.add("warning", "DRIVER_WITHOUT_SPEND",
+                    f"driver {d!r} has no spend column{expected}; ROI is not computed for it",
+                    f"add a spend column or map one with spend_cols: {{{d}: <column>}} in the spec", [d])
+    used_spend = set(ctx.spend_cols())
+    for c in cols:
+        if c.startswith("spend_") and c not in used_spend:
+            act = "act_" + c[len("spend_"):]
+            why = (f"{act!r} is in the data but not in drivers" if act in cols else f"there is no {act!r} column")
+            ctx.add("info", "SPEND_WITHOUT_DRIVER", f"spend column {c!r} matches no driver ({why})",
+                    "add its activity column to drivers, or map it with spend_cols, if it should be modelled", [c])
+    used = {ENTITY_COL, PERIOD_COL, *ctx.numeric_roles()}
+    unused = [c for c in cols if c not in used and not c.startswith("spend_")]
+    if unused:
+        ctx.add("info", "UNUSED_COLUMN", f"{_n(len(unused), 'column')} {'is' if len(unused) == 1 else 'are'} not used by this spec: {', '.join(map(repr, unused[:10]))}"
+                f"{' …' if len(unused) > 10 else ''}",
+                "add them to drivers or controls in the spec if they matter", unused[:20])
+    for d, sp in ctx.roles["spend"].items():
+        if sp and d in ctx.num and sp in ctx.num:
+            mask = (ctx.num[sp] > 0) & (ctx.num[d] == 0)
+            if mask.any():
+                idx = np.flatnonzero(mask.to_numpy())
+                ctx.add("warning", "SPEND_WITH_ZERO_ACTIVITY",
+                        f"column {sp!r} is > 0 while {d!r} is 0 in {_n(len(idx), 'row')} ({_at(idx, ctx.num[sp])})",
+                        f"check {d!r} for those rows (missing activity data?); spend without activity lowers the ROI",
+                        [sp, d], idx, count=int(len(idx)))
+
+
+def _check_collinear(ctx: _Ctx) -> None:
+    frame, where = _window_frame(ctx)
+    drivers = [d for d in ctx.present(ctx.roles["drivers"]) if d in frame]
+    if len(drivers) < 2 or len(frame) < 3:
+        return
+    x = frame[drivers].astype(float)
+    x = x.loc[:, x.std() > 0]
+    if x.shape[1] < 2:
+        return
+    corr = x.corr()
+    names = list(corr.columns)
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            r = float(corr.iloc[i, j])
+            if np.isfinite(r) and abs(r) >= COLLINEAR_CORR:
+                ctx.add("warning", "DRIVERS_COLLINEAR",
+                        f"drivers {names[i]!r} and {names[j]!r} are almost collinear (correlation {r:.3f} {where})",
+                        "the model cannot separate their effects: combine them into one driver or drop one",
+                        [names[i], names[j]], correlation=r)
+
+
+def _check_outliers(ctx: _Ctx) -> None:
+    t = ctx.target
+    if t not in ctx.num or ctx.entity is None:
+        return
+    y = ctx.num[t]
+    frame = pd.DataFrame({"e": ctx.entity.to_numpy(), "ly": np.log1p(y.where(y >= 0).to_numpy())})
+    med = frame.groupby("e")["ly"].transform("median")
+    mad = (frame["ly"] - med).abs().groupby(frame["e"]).transform("median") * 1.4826
+    z = (frame["ly"] - med) / mad.where(mad > 0)
+    hit = np.flatnonzero((z.abs() > OUTLIER_Z).to_numpy())
+    if len(hit):
+        dates = ctx.dates.values if ctx.dates is not None else None
+        shown = ", ".join(
+            f"{r} ({ctx.entity.iloc[r]!r}"
+            + (f", {_iso(dates.iloc[r])}" if dates is not None and not pd.isna(dates.iloc[r]) else "")
+            + f": {_num(float(y.iloc[r]))}, z={z.iloc[r]:.1f})"
+            for r in hit[:N_EXAMPLES]
+        )
+        ctx.add("warning", "SALES_OUTLIER",
+                f"target {t!r} has {_n(len(hit), 'extreme value')} (robust z of log {t} > {OUTLIER_Z:g} within the entity): {'row' if len(hit) == 1 else 'rows'} {shown}"
+                f"{' …' if len(hit) > N_EXAMPLES else ''}",
+                "check for entry errors (extra zeros, wrong units); real one-off events can stay (the Student-t likelihood "
+                "down-weights them) or be explained with a control", [t], hit, count=int(len(hit)))
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def validate(df: pd.DataFrame, spec: RunSpec | None = None) -> ValidationReport:
+    """Check an input table against a run spec (or, without one, against the seed's naming).
+
+    Parameters
+    ----------
+    df
+        The table as read by :func:`load_raw` (values not yet coerced).
+    spec
+        The run spec: roles (``target_col``, ``drivers``, ``controls``, ``spend_cols``), ``grain``,
+        ``windows`` and features (for the parameter count). ``None`` (``mmm datasets add``) infers
+        roles from the ``act_``/``ctrl_``/``spend_`` prefixes with target ``sales`` and the grain from
+        the date spacing; checks that need the run's windows or model (SHORT_HISTORY, TOO_FEW_PERIODS,
+        the data/parameter ratio) are left to the run, and series checks look at all periods.
+
+    Returns
+    -------
+    ValidationReport
+        Findings (see the module docstring for every code), ``ok`` when there is no error.
+    """
+    ctx = _Ctx(df, spec)
+    report = ValidationReport(roles=ctx.roles, grain=ctx.grain, n_rows=int(len(df)))
+    if df.shape[1] == 0 or len(df) == 0:
+        ctx.add("error", "EMPTY_DATA", f"the table has {len(df)} rows and {df.shape[1]} columns",
+                "export the data again with a header row and data rows")
+        report.findings = ctx.findings
+        return report
+    if df.columns.duplicated().any():
+        dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+        ctx.add("error", "DUPLICATE_COLUMN_NAME", f"columns {dup} appear more than once",
+                "rename or drop the repeated columns", dup)
+        df = df.loc[:, ~df.columns.duplicated()]
+    ctx.df = df.reset_index(drop=True)
+    ctx.columns = [str(c) for c in ctx.df.columns]
+    ctx.df.columns = ctx.columns
+
+    _check_columns(ctx)
+    _check_roles(ctx)
+    _check_entity(ctx)
+    _check_dates(ctx)
+    _check_numeric(ctx)
+    _check_time(ctx)
+    _check_gaps(ctx)
+    _check_entity_rows(ctx)
+    _build_brand(ctx)
+    _check_windows(ctx)
+    _check_constant(ctx)
+    _check_spend_mapping(ctx)
+    _check_collinear(ctx)
+    _check_outliers(ctx)
+    if ctx.skipped:
+        ctx.add("info", "CHECKS_SKIPPED", "skipped " + "; ".join(ctx.skipped),
+                "fix the errors above and validate again to run these checks")
+
+    report.findings = ctx.findings
+    report.grain = ctx.grain
+    report.n_entities = int(ctx.entity.nunique()) if ctx.entity is not None else 0
+    if ctx.dates is not None:
+        v = ctx.dates.values.dropna()
+        report.n_periods = int(v.nunique())
+        if len(v):
+            report.date_start, report.date_end = _iso(v.min()), _iso(v.max())
+    report.n_estimation = ctx.n_est
+    report.n_parameters = ctx.n_params
+    return report

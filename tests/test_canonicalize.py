@@ -1,0 +1,288 @@
+"""canonicalize: exact brand aggregation, the seed's window rule, types, spend mapping, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmm_lib.canonicalize import (
+    aggregation_table,
+    align_to_grain,
+    canonical_headline,
+    canonicalize,
+    compute_windows,
+    parse_period_start,
+    period_offset,
+    window_table,
+)
+from mmm_lib.spec import WindowsConfig, parse_spec
+
+
+
+def make_panel(n_entities: int = 3, n_periods: int = 160, start: str = "2022-01-03", freq: str = "7D",
+               seed: int = 0) -> pd.DataFrame:
+    """Seed-format panel: entities x periods with two drivers, their spend and a price control."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range(start, periods=n_periods, freq=freq)
+    frames = []
+    for e in range(n_entities):
+        tv = rng.gamma(2.0, 1000.0, n_periods)
+        dig = rng.gamma(3.0, 500.0, n_periods)
+        price = 100 + rng.normal(0, 2, n_periods)
+        sales = 1000 * (e + 1) + 0.1 * tv + 0.2 * dig - 3 * price + rng.normal(0, 20, n_periods)
+        frames.append(pd.DataFrame({
+            "entity_id": f"store_{e + 1}",
+            "period_start": dates.strftime("%Y-%m-%d"),
+            "sales": sales,
+            "act_tv": tv,
+            "act_digital": dig,
+            "spend_tv": tv * 0.02,
+            "spend_digital": dig * 0.05,
+            "ctrl_price_index": price,
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def spec_for(**kw):
+    raw = {"data_path": "x.csv", "drivers": ["act_tv", "act_digital"], "controls": ["ctrl_price_index"],
+           "windows": {"carryover_months": 6, "estimation_months": 24}}
+    raw.update(kw)
+    return parse_spec(raw)
+
+
+def tiny_panel() -> pd.DataFrame:
+    """2 stores x 4 weeks with round numbers so sums and means can be checked by hand."""
+    dates = ["2024-01-01", "2024-01-08", "2024-01-15", "2024-01-22"]
+    rows = []
+    for k, store in enumerate(["a", "b"]):
+        for t, d in enumerate(dates):
+            rows.append({"entity_id": store, "period_start": d, "sales": 100.0 * (k + 1) + t,
+                         "act_tv": 10.0 * (k + 1), "act_digital": float(t), "spend_tv": 2.0 * (k + 1),
+                         "spend_digital": 1.0, "ctrl_price_index": 90.0 + 20 * k, "ctrl_stores_open": 1.0,
+                         "notes": "x", "act_print": 5.0})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def test_entities_summed_and_controls_averaged_exactly():
+    spec = spec_for(controls=["ctrl_price_index", "ctrl_stores_open"], control_aggregation={"ctrl_stores_open": "sum"},
+                    windows={"carryover_months": 0, "estimation_months": 1})
+    can, info = canonicalize(tiny_panel(), spec)
+    assert can["sales"].tolist() == [300.0, 302.0, 304.0, 306.0]  # (100+t) + (200+t)
+    assert can["act_tv"].tolist() == [30.0] * 4
+    assert can["act_digital"].tolist() == [0.0, 2.0, 4.0, 6.0]
+    assert can["spend_tv"].tolist() == [6.0] * 4
+    assert can["ctrl_price_index"].tolist() == [100.0] * 4  # mean of 90 and 110
+    assert can["ctrl_stores_open"].tolist() == [2.0] * 4  # summed on request
+    assert info["aggregation"] == {"sales": "sum", "act_tv": "sum", "act_digital": "sum", "spend_tv": "sum",
+                                   "spend_digital": "sum", "ctrl_price_index": "mean", "ctrl_stores_open": "sum"}
+    assert info["source_entities"] == ["a", "b"] and info["n_source_entities"] == 2
+
+
+def test_aggregation_matches_groupby_on_random_panel():
+    raw = make_panel(n_entities=4, seed=3)
+    can, _ = canonicalize(raw, spec_for())
+    d = pd.to_datetime(raw["period_start"])
+    ref = raw.assign(period_start=d).groupby("period_start").agg(
+        sales=("sales", "sum"), act_tv=("act_tv", "sum"), spend_digital=("spend_digital", "sum"),
+        ctrl_price_index=("ctrl_price_index", "mean"))
+    ref = ref.loc[can["period_start"]]
+    np.testing.assert_allclose(can["sales"], ref["sales"], rtol=1e-12)
+    np.testing.assert_allclose(can["act_tv"], ref["act_tv"], rtol=1e-12)
+    np.testing.assert_allclose(can["spend_digital"], ref["spend_digital"], rtol=1e-12)
+    np.testing.assert_allclose(can["ctrl_price_index"], ref["ctrl_price_index"], rtol=1e-12)
+
+
+def test_columns_types_and_order():
+    can, _ = canonicalize(tiny_panel(), spec_for(windows={"carryover_months": 0, "estimation_months": 1}))
+    assert list(can.columns) == ["entity_id", "period_start", "window", "sales", "act_tv", "act_digital",
+                                 "spend_tv", "spend_digital", "ctrl_price_index"]
+    assert can["period_start"].dtype == "datetime64[ns]"
+    assert (can["entity_id"] == "brand").all() and pd.api.types.is_string_dtype(can["entity_id"])
+    assert pd.api.types.is_string_dtype(can["window"])
+    for c in ["sales", "act_tv", "spend_tv", "ctrl_price_index"]:
+        assert can[c].dtype == np.float64
+    assert can["period_start"].is_monotonic_increasing
+
+
+def test_numeric_text_and_integer_dates_are_standardized():
+    raw = tiny_panel()
+    raw["sales"] = raw["sales"].map(str)
+    raw["period_start"] = pd.to_datetime(raw["period_start"]).dt.strftime("%Y%m%d").astype(int)
+    can, _ = canonicalize(raw, spec_for(windows={"carryover_months": 0, "estimation_months": 1}))
+    assert can["sales"].dtype == np.float64 and can["sales"].iloc[0] == 300.0
+    assert can["period_start"].iloc[0] == pd.Timestamp("2024-01-01")
+
+
+# --------------------------------------------------------------------------- spend mapping
+
+
+def test_spend_mapping_default_override_and_missing():
+    raw = tiny_panel().rename(columns={"spend_tv": "cost_tv"}).drop(columns=["spend_digital"])
+    spec = spec_for(spend_cols={"act_tv": "cost_tv"}, windows={"carryover_months": 0, "estimation_months": 1})
+    can, info = canonicalize(raw, spec)
+    assert info["spend"] == {"act_tv": "cost_tv", "act_digital": None}
+    assert "cost_tv" in can and "spend_digital" not in can
+    assert "act_print" not in can and "notes" not in can and "ctrl_stores_open" not in can
+
+
+def test_spend_cols_can_share_a_column():
+    raw = tiny_panel()
+    spec = spec_for(spend_cols={"act_tv": "spend_tv", "act_digital": "spend_tv"},
+                    windows={"carryover_months": 0, "estimation_months": 1})
+    can, info = canonicalize(raw, spec)
+    assert list(can.columns).count("spend_tv") == 1 and "spend_digital" not in can
+    assert info["spend"] == {"act_tv": "spend_tv", "act_digital": "spend_tv"}
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def test_weekly_windows_follow_the_seed_rule():
+    raw = make_panel(n_periods=160)  # Mondays 2022-01-03 .. 2025-01-20
+    can, info = canonicalize(raw, spec_for())
+    w = info["windows"]
+    assert w["end"] == "2025-01-27"
+    assert w["estimation_start"] == "2023-01-27"
+    assert w["carryover_start"] == "2022-07-27"
+    assert w["first_estimation_period"] == "2023-01-30" and w["last_period"] == "2025-01-20"
+    assert w["n_estimation"] == 104  # Mondays 2023-01-30 .. 2025-01-20
+    assert w["n_carryover"] == 26  # Mondays 2022-08-01 .. 2023-01-23
+    assert len(can) == 130
+    assert (can["window"] == "estimation").sum() == 104
+    assert can.loc[can["window"] == "carryover", "period_start"].max() < pd.Timestamp("2023-01-27")
+    assert can["period_start"].min() == pd.Timestamp("2022-08-01")
+    assert info["notes"] == []
+
+
+def test_monthly_windows():
+    raw = make_panel(n_periods=48, start="2020-01-01", freq="MS")
+    spec = spec_for(grain="MONTH", windows={"carryover_months": 6, "estimation_months": 12})
+    can, info = canonicalize(raw, spec)
+    w = info["windows"]
+    assert (w["carryover_start"], w["estimation_start"], w["end"]) == ("2022-07-01", "2023-01-01", "2024-01-01")
+    assert (w["n_carryover"], w["n_estimation"]) == (6, 12)
+    assert can["period_start"].iloc[0] == pd.Timestamp("2022-07-01")
+    assert can["period_start"].iloc[-1] == pd.Timestamp("2023-12-01")
+
+
+def test_short_data_keeps_what_exists_and_notes_it():
+    raw = make_panel(n_periods=115)  # 104 estimation weeks + 11 of 26 carryover weeks
+    can, info = canonicalize(raw, spec_for())
+    assert info["windows"]["n_estimation"] == 104 and info["windows"]["n_carryover"] == 11
+    assert len(can) == 115
+    assert any("carryover has 11 periods" in n for n in info["notes"])
+    raw = make_panel(n_periods=30)
+    can, info = canonicalize(raw, spec_for())
+    assert info["windows"]["n_estimation"] == 30 and info["windows"]["n_carryover"] == 0
+    assert any("no carryover warm-up" in n for n in info["notes"])
+
+
+def test_zero_carryover_months():
+    can, info = canonicalize(make_panel(), spec_for(windows={"carryover_months": 0, "estimation_months": 12}))
+    assert info["windows"]["n_carryover"] == 0 and (can["window"] == "estimation").all()
+    assert info["windows"]["carryover_start"] == info["windows"]["estimation_start"]
+
+
+# --------------------------------------------------------------------------- grain alignment
+
+
+def test_off_weekday_and_month_end_dates_move_to_period_start():
+    raw = make_panel()
+    raw.loc[raw.index[-1], "period_start"] = "2025-01-22"  # Wednesday of the last week (Monday 2025-01-20)
+    can, info = canonicalize(raw, spec_for())
+    assert can["period_start"].iloc[-1] == pd.Timestamp("2025-01-20")
+    assert any("moved back" in n for n in info["notes"])
+    monthly = make_panel(n_periods=24, start="2022-01-31", freq="ME")
+    can, _ = canonicalize(monthly, spec_for(grain="MONTH", windows={"carryover_months": 0, "estimation_months": 12}))
+    assert (can["period_start"].dt.day == 1).all() and can["period_start"].iloc[-1] == pd.Timestamp("2023-12-01")
+
+
+def test_sunday_weeks_stay_sunday():
+    d = pd.Series(pd.to_datetime(["2024-01-07", "2024-01-14", "2024-01-21"]))
+    assert align_to_grain(d, "WEEK").tolist() == d.tolist()
+
+
+def test_helpers():
+    assert pd.Timestamp("2024-01-31") + period_offset("MONTH") == pd.Timestamp("2024-02-29")
+    assert pd.Timestamp("2024-01-01") + period_offset("WEEK") == pd.Timestamp("2024-01-08")
+    with pytest.raises(ValueError, match="DAY"):
+        period_offset("DAY")  # type: ignore[arg-type]
+    w = compute_windows(pd.Timestamp("2023-12-01"), "MONTH", WindowsConfig(carryover_months=3, estimation_months=12))
+    assert w == {"carryover_start": pd.Timestamp("2022-10-01"), "estimation_start": pd.Timestamp("2023-01-01"),
+                 "end": pd.Timestamp("2024-01-01")}
+    p = parse_period_start(pd.Series(["2024-01-01", "01/08/2024", "x"]))
+    assert p.mixed and p.unparseable == [2]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda df: df.drop(columns=["act_digital"]), "act_digital"),
+        (lambda df: df.assign(period_start=df["period_start"].where(df.index != 3, "soon")), "period_start"),
+        (lambda df: df.assign(act_tv=df["act_tv"].astype(object).where(df.index != 5, "1,200")), "act_tv"),
+        (lambda df: pd.concat([df, df.iloc[[0]]], ignore_index=True), "entity_id, period_start"),
+    ],
+)
+def test_unusable_input_raises_naming_the_problem(mutate, needle):
+    with pytest.raises(ValueError, match=needle):
+        canonicalize(mutate(make_panel()), spec_for())
+
+
+def test_gap_inside_windows_raises():
+    raw = make_panel()
+    d = pd.to_datetime(raw["period_start"])
+    with pytest.raises(ValueError, match="2024-06-03"):
+        canonicalize(raw[d != pd.Timestamp("2024-06-03")], spec_for())
+    can, _ = canonicalize(raw[d != pd.Timestamp("2022-01-10")], spec_for())  # before the windows: fine
+    assert len(can) == 130
+
+
+# --------------------------------------------------------------------------- artifacts and tables
+
+
+def test_column_info_shape_and_parquet_roundtrip(tmp_path):
+    can, info = canonicalize(make_panel(), spec_for())
+    for key in ["grain", "target", "drivers", "spend", "controls", "aggregation", "source_entities",
+                "n_source_entities", "windows", "notes"]:
+        assert key in info
+    assert {"carryover_start", "estimation_start", "end", "n_carryover", "n_estimation"} <= set(info["windows"])
+    json.dumps(info)
+    p = tmp_path / "c.parquet"
+    can.to_parquet(p, index=False)
+    back = pd.read_parquet(p)
+    assert back["period_start"].dtype == "datetime64[ns]"
+    pd.testing.assert_frame_equal(back, can)
+
+
+def test_tables_and_headline():
+    can, info = canonicalize(make_panel(), spec_for())
+    wt = window_table(info)
+    assert wt["window"].tolist() == ["carryover", "estimation"] and wt["periods"].tolist() == [26, 104]
+    assert wt["last period"].tolist() == ["2023-01-23", "2025-01-20"]
+    at = aggregation_table(info)
+    assert dict(zip(at["column"], at["aggregation"]))["ctrl_price_index"] == "mean"
+    assert dict(zip(at["column"], at["spend column"]))["act_tv"] == "spend_tv"
+    assert "26 carryover + 104 estimation" in canonical_headline(can, info)
+
+
+def test_canonical_series_figure_has_a_panel_per_series():
+    from mmm_lib.plots.data import plot_canonical_series
+
+    raw = make_panel().drop(columns=["spend_digital"])
+    can, info = canonicalize(raw, spec_for())
+    fig = plot_canonical_series(can, info)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert sum(t.startswith("brand sales") for t in titles) == 1
+    assert "act_tv: activity and spend" in titles
+    assert "act_digital: activity (no spend column, so no ROI)" in titles
+    assert any(t.startswith("controls") for t in titles)
+    assert len(fig.axes) == 5  # target, 2 drivers, controls + the spend twin axis of act_tv

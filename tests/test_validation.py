@@ -1,0 +1,596 @@
+"""validation: each check fires on a frame built to trigger it, and stays quiet on clean data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmm_lib.spec import parse_spec
+from mmm_lib.validation import (
+    DataFormatError,
+    DataValidationError,
+    load_raw,
+    parquet_safe,
+    validate,
+)
+
+DRIVERS = ["act_tv", "act_digital"]
+CONTROLS = ["ctrl_price_index"]
+
+
+def make_panel(n_entities: int = 3, n_periods: int = 160, start: str = "2022-01-03", freq: str = "7D",
+               seed: int = 0) -> pd.DataFrame:
+    """Seed-format panel: entities x periods with two drivers, their spend and a price control."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range(start, periods=n_periods, freq=freq)
+    frames = []
+    for e in range(n_entities):
+        tv = rng.gamma(2.0, 1000.0, n_periods)
+        dig = rng.gamma(3.0, 500.0, n_periods)
+        price = 100 + rng.normal(0, 2, n_periods)
+        sales = 1000 * (e + 1) + 0.1 * tv + 0.2 * dig - 3 * price + rng.normal(0, 20, n_periods)
+        frames.append(pd.DataFrame({
+            "entity_id": f"store_{e + 1}",
+            "period_start": dates.strftime("%Y-%m-%d"),
+            "sales": sales,
+            "act_tv": tv,
+            "act_digital": dig,
+            "spend_tv": tv * 0.02,
+            "spend_digital": dig * 0.05,
+            "ctrl_price_index": price,
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def make_spec(**kw):
+    raw = {"data_path": "x.csv", "drivers": DRIVERS, "controls": CONTROLS,
+           "windows": {"carryover_months": 6, "estimation_months": 24}}
+    raw.update(kw)
+    return parse_spec(raw)
+
+
+def find(report, code):
+    hits = [f for f in report.findings if f.code == code]
+    assert hits, f"expected {code}, got {report.codes()}"
+    return hits[0]
+
+
+def to_text(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    out = df.copy()
+    out[col] = out[col].astype(object).map(lambda v: f"{v:.2f}")
+    return out
+
+
+# --------------------------------------------------------------------------- clean data
+
+
+def test_clean_panel_passes_with_no_warnings():
+    report = validate(make_panel(), make_spec())
+    assert report.ok
+    assert [f.severity for f in report.findings] == ["info"]
+    assert report.codes() == ["DATA_PARAMETER_RATIO"]
+    assert (report.n_rows, report.n_entities, report.n_periods) == (480, 3, 160)
+    assert report.grain == "WEEK"
+    assert report.roles["spend"] == {"act_tv": "spend_tv", "act_digital": "spend_digital"}
+    report.raise_if_errors()  # no error, no raise
+
+
+def test_summary_has_design_shape_and_is_json():
+    s = validate(make_panel(), make_spec()).summary()
+    for key in ["ok", "n_rows", "n_entities", "n_periods", "roles", "counts", "findings"]:
+        assert key in s
+    assert set(s["roles"]) == {"target", "drivers", "controls", "spend"}
+    assert s["counts"] == {"error": 0, "warning": 0, "info": 1}
+    assert s["date_range"] == {"start": "2022-01-03", "end": "2025-01-20"}
+    json.dumps(s)
+
+
+def test_without_spec_roles_come_from_prefixes():
+    df = make_panel()
+    df["region"] = "north"
+    report = validate(df)
+    assert report.roles["drivers"] == DRIVERS
+    assert report.roles["controls"] == CONTROLS
+    assert report.roles["target"] == "sales"
+    assert report.grain == "WEEK"
+    assert "region" in find(report, "UNUSED_COLUMN").message
+
+
+def test_monthly_grain_inferred_without_spec():
+    report = validate(make_panel(n_periods=48, start="2020-01-01", freq="MS"))
+    assert report.grain == "MONTH"
+    assert report.ok, report.table()
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_empty_frame():
+    report = validate(pd.DataFrame(columns=["entity_id", "period_start", "sales"]), make_spec())
+    assert report.codes() == ["EMPTY_DATA"]
+    assert not report.ok
+
+
+def test_duplicate_column_name():
+    df = make_panel()
+    df = pd.concat([df, df[["act_tv"]]], axis=1)
+    f = find(validate(df, make_spec()), "DUPLICATE_COLUMN_NAME")
+    assert "act_tv" in f.message and f.severity == "error"
+
+
+def test_missing_target_suggests_close_name():
+    df = make_panel().rename(columns={"sales": "Sales"})
+    f = find(validate(df, make_spec()), "MISSING_REQUIRED_COLUMN")
+    assert f.severity == "error"
+    assert "'sales'" in f.message and "did you mean 'Sales'" in f.message
+    assert f.columns == ["sales"]
+
+
+def test_missing_entity_and_period_columns():
+    df = make_panel().drop(columns=["entity_id", "period_start"])
+    report = validate(df, make_spec())
+    cols = [f.columns[0] for f in report.findings if f.code == "MISSING_REQUIRED_COLUMN"]
+    assert cols == ["entity_id", "period_start"]
+
+
+def test_missing_spec_driver_suggests_close_name():
+    df = make_panel().rename(columns={"act_digital": "act_digitl"})
+    f = find(validate(df, make_spec()), "MISSING_SPEC_COLUMN")
+    assert "'act_digital'" in f.message and "did you mean 'act_digitl'" in f.message
+
+
+def test_missing_spend_cols_target():
+    spec = make_spec(spend_cols={"act_tv": "cost_tv"})
+    f = find(validate(make_panel(), spec), "MISSING_SPEC_COLUMN")
+    assert "'cost_tv'" in f.message and "act_tv" in f.message
+
+
+def test_role_conflict_target_as_control():
+    spec = make_spec(controls=["ctrl_price_index", "sales"])
+    f = find(validate(make_panel(), spec), "ROLE_CONFLICT")
+    assert "'sales'" in f.message and "target" in f.message and "control" in f.message
+
+
+def test_entity_id_missing():
+    df = make_panel()
+    df["entity_id"] = df["entity_id"].astype(object)
+    df.loc[[4, 9], "entity_id"] = None
+    f = find(validate(df, make_spec()), "ENTITY_ID_MISSING")
+    assert f.rows == [4, 9] and "entity_id" in f.message
+
+
+# --------------------------------------------------------------------------- dates
+
+
+def test_date_unparseable():
+    df = make_panel()
+    df.loc[7, "period_start"] = "week 7"
+    report = validate(df, make_spec())
+    f = find(report, "DATE_UNPARSEABLE")
+    assert f.rows == [7] and "'week 7'" in f.message and "period_start" in f.message
+    assert "CHECKS_SKIPPED" in report.codes()
+
+
+def test_date_excel_serial_hint():
+    df = make_panel()
+    df.loc[3, "period_start"] = "44564"
+    f = find(validate(df, make_spec()), "DATE_UNPARSEABLE")
+    assert "Excel" in f.message
+
+
+def test_date_missing():
+    df = make_panel()
+    df.loc[5, "period_start"] = ""
+    f = find(validate(df, make_spec()), "DATE_MISSING")
+    assert f.rows == [5]
+
+
+def test_date_mixed_formats():
+    df = make_panel()
+    df.loc[[10, 11], "period_start"] = pd.to_datetime(df.loc[[10, 11], "period_start"]).dt.strftime("%d/%m/%Y")
+    f = find(validate(df, make_spec()), "DATE_MIXED_FORMATS")
+    assert f.severity == "error"
+    assert "YYYY-MM-DD" in f.message and "DD/MM/YYYY" in f.message
+    assert f.rows == [10, 11]
+
+
+def test_day_month_order_read_from_values_and_ambiguous_warned():
+    df = make_panel()
+    df["period_start"] = pd.to_datetime(df["period_start"]).dt.strftime("%d/%m/%Y")
+    report = validate(df, make_spec())
+    assert report.ok and "DATE_AMBIGUOUS_FORMAT" not in report.codes()
+    assert report.date_start == "2022-01-03"
+    monthly = make_panel(n_periods=12, start="2022-01-01", freq="MS")
+    monthly["period_start"] = pd.to_datetime(monthly["period_start"]).dt.strftime("%d/%m/%Y")
+    r2 = validate(monthly.iloc[:3], make_spec(grain="MONTH"))
+    f = find(r2, "DATE_AMBIGUOUS_FORMAT")
+    assert "DD/MM/YYYY" in f.message and r2.date_end == "2022-03-01"
+
+
+# --------------------------------------------------------------------------- values
+
+
+def test_non_numeric_values_named_with_rows_and_values():
+    df = to_text(make_panel(), "act_tv")
+    df.loc[4, "act_tv"] = "n.a."
+    df.loc[17, "act_tv"] = "1,200"
+    df.loc[52, "act_tv"] = "—"
+    f = find(validate(df, make_spec()), "NON_NUMERIC_VALUE")
+    assert f.message.startswith("column 'act_tv' has 3 non-numeric values")
+    assert "4, 17, 52" in f.message and "'1,200'" in f.message and "'—'" in f.message
+    assert f.rows == [4, 17, 52]
+    assert "thousands" in f.remedy or "decimal" in f.remedy
+
+
+def test_na_tokens_are_missing_values_not_non_numeric():
+    df = to_text(make_panel(), "ctrl_price_index")
+    df.loc[3, "ctrl_price_index"] = "n/a"
+    df.loc[8, "ctrl_price_index"] = ""
+    report = validate(df, make_spec())
+    f = find(report, "MISSING_VALUE")
+    assert "'ctrl_price_index' has 2 missing values" in f.message and f.rows == [3, 8]
+    assert "NON_NUMERIC_VALUE" not in report.codes()
+
+
+def test_nan_in_numeric_column():
+    df = make_panel()
+    df.loc[[2, 5], "sales"] = np.nan
+    f = find(validate(df, make_spec()), "MISSING_VALUE")
+    assert "'sales'" in f.message and f.rows == [2, 5]
+
+
+def test_infinite_value():
+    df = make_panel()
+    df.loc[6, "act_digital"] = np.inf
+    f = find(validate(df, make_spec()), "INFINITE_VALUE")
+    assert "'act_digital'" in f.message and f.rows == [6]
+
+
+@pytest.mark.parametrize("col", ["sales", "act_tv", "spend_digital"])
+def test_negative_values(col):
+    df = make_panel()
+    df.loc[[1, 30], col] = -5.0
+    f = find(validate(df, make_spec()), "NEGATIVE_VALUE")
+    assert f.columns == [col] and f.rows == [1, 30] and "-5" in f.message
+
+
+def test_negative_control_is_allowed():
+    df = make_panel()
+    df["ctrl_price_index"] = df["ctrl_price_index"] - 200
+    assert "NEGATIVE_VALUE" not in validate(df, make_spec()).codes()
+
+
+# --------------------------------------------------------------------------- time
+
+
+def test_duplicate_period():
+    df = make_panel()
+    df = pd.concat([df, df.iloc[[5]]], ignore_index=True)
+    f = find(validate(df, make_spec()), "DUPLICATE_PERIOD")
+    assert f.rows == [5, 480] and "store_1" in f.message
+
+
+def test_grain_mismatch_monthly_data_weekly_spec():
+    df = make_panel(n_periods=48, start="2020-01-01", freq="MS")
+    f = find(validate(df, make_spec()), "GRAIN_MISMATCH")
+    assert "monthly" in f.message and "grain: MONTH" in f.remedy
+
+
+def test_grain_mismatch_daily():
+    df = make_panel(n_periods=200, freq="D")
+    f = find(validate(df, make_spec()), "GRAIN_MISMATCH")
+    assert "daily" in f.message
+
+
+def test_weekly_dates_on_other_weekday():
+    df = make_panel()
+    df.loc[20, "period_start"] = (pd.Timestamp(df.loc[20, "period_start"]) + pd.Timedelta(days=2)).strftime("%Y-%m-%d")
+    report = validate(df, make_spec())
+    f = find(report, "PERIOD_NOT_ALIGNED")
+    assert f.severity == "warning" and f.rows == [20]
+    assert "Wednesday" in f.message and "Monday" in f.message
+    assert report.ok
+
+
+def test_monthly_not_month_start():
+    df = make_panel(n_periods=48, start="2020-01-31", freq="ME")
+    report = validate(df, make_spec(grain="MONTH"))
+    f = find(report, "PERIOD_NOT_ALIGNED")
+    assert "1st of the month" in f.message
+    assert report.ok
+
+
+def test_duplicate_after_alignment():
+    df = make_panel()
+    # store_1 week 10 also reported on the Wednesday of week 9 -> two rows in one week
+    df.loc[9, "period_start"] = (pd.Timestamp(df.loc[8, "period_start"]) + pd.Timedelta(days=2)).strftime("%Y-%m-%d")
+    f = find(validate(df, make_spec()), "DUPLICATE_PERIOD_AFTER_ALIGNMENT")
+    assert f.rows == [8, 9]
+
+
+def test_entity_gap_warning_and_brand_gap_error():
+    df = make_panel()
+    d = pd.to_datetime(df["period_start"])
+    gap_day = d.iloc[100]
+    one = df[~((df["entity_id"] == "store_2") & (d == gap_day))]
+    r1 = validate(one, make_spec())
+    f = find(r1, "ENTITY_PERIOD_GAP")
+    assert "store_2" in f.message and gap_day.strftime("%Y-%m-%d") in f.message
+    assert r1.ok
+    allgone = df[d != gap_day]
+    f2 = find(validate(allgone, make_spec()), "BRAND_PERIOD_GAP")
+    assert f2.severity == "error" and gap_day.strftime("%Y-%m-%d") in f2.message
+
+
+def test_brand_gap_before_windows_is_warning():
+    df = make_panel()
+    d = pd.to_datetime(df["period_start"])
+    f = find(validate(df[d != d.iloc[3]], make_spec()), "BRAND_PERIOD_GAP")
+    assert f.severity == "warning"
+
+
+def test_entity_partial_coverage_and_few_rows():
+    df = make_panel()
+    late = (df["entity_id"] == "store_3") & (df.groupby("entity_id").cumcount() < 90)
+    report = validate(df[~late], make_spec())
+    f = find(report, "ENTITY_PARTIAL_COVERAGE")
+    assert "store_3" in f.message
+    f2 = find(report, "ENTITY_FEW_ROWS")
+    assert "'store_3': 70" in f2.message
+
+
+def test_too_few_periods_error():
+    df = make_panel(n_periods=10)
+    report = validate(df, make_spec())
+    f = find(report, "TOO_FEW_PERIODS")
+    assert "10 weeks" in f.message and "12 parameters" in f.message
+    assert f.details["n_parameters"] == 2 + 1 + 4 + 1 + 4
+
+
+def test_short_history_and_low_ratio():
+    df = make_panel(n_periods=40)
+    report = validate(df, make_spec())
+    f = find(report, "SHORT_HISTORY")
+    assert f.severity == "warning" and "no carryover" in f.message
+    g = find(report, "LOW_DATA_PARAMETER_RATIO")
+    assert g.details["n_estimation"] == 40
+    assert report.ok
+
+
+def test_short_carryover():
+    df = make_panel(n_periods=115)  # 24 months estimation + ~2 of 6 carryover months
+    f = find(validate(df, make_spec()), "SHORT_HISTORY")
+    assert "carryover has" in f.message
+
+
+# --------------------------------------------------------------------------- series content
+
+
+def test_target_all_zero_and_constant():
+    df = make_panel()
+    df["sales"] = 0.0
+    assert find(validate(df, make_spec()), "TARGET_ALL_ZERO").severity == "error"
+    df["sales"] = 7.0
+    assert find(validate(df, make_spec()), "TARGET_CONSTANT").severity == "error"
+
+
+def test_channel_zero_constant_and_spend_zero():
+    df = make_panel()
+    df["act_tv"] = 0.0
+    df["spend_tv"] = 0.0
+    df["act_digital"] = 5.0
+    report = validate(df, make_spec())
+    assert find(report, "CHANNEL_ALL_ZERO").columns == ["act_tv"]
+    assert find(report, "CHANNEL_CONSTANT").columns == ["act_digital"]
+    assert "'spend_tv'" in find(report, "SPEND_ALL_ZERO").message
+    assert report.ok
+
+
+def test_channel_zero_only_in_estimation_window_is_flagged():
+    df = make_panel()
+    d = pd.to_datetime(df["period_start"])
+    df.loc[d >= d.max() - pd.Timedelta(weeks=110), "act_tv"] = 0.0
+    f = find(validate(df, make_spec()), "CHANNEL_ALL_ZERO")
+    assert "estimation window" in f.message
+
+
+def test_control_constant_is_error():
+    df = make_panel()
+    df["ctrl_price_index"] = 100.0
+    f = find(validate(df, make_spec()), "CONTROL_CONSTANT")
+    assert f.severity == "error" and "'ctrl_price_index'" in f.message
+
+
+def test_driver_without_spend_and_spend_without_driver():
+    df = make_panel().rename(columns={"spend_digital": "spend_print"})
+    report = validate(df, make_spec())
+    f = find(report, "DRIVER_WITHOUT_SPEND")
+    assert "'act_digital'" in f.message and "spend_digital" in f.message
+    g = find(report, "SPEND_WITHOUT_DRIVER")
+    assert g.severity == "info" and "'spend_print'" in g.message
+
+
+def test_spend_cols_override_maps_spend():
+    df = make_panel().rename(columns={"spend_tv": "cost_tv"})
+    report = validate(df, make_spec(spend_cols={"act_tv": "cost_tv"}))
+    assert report.roles["spend"]["act_tv"] == "cost_tv"
+    assert "DRIVER_WITHOUT_SPEND" not in report.codes()
+
+
+def test_spend_with_zero_activity():
+    df = make_panel()
+    df.loc[[3, 9], "act_tv"] = 0.0
+    f = find(validate(df, make_spec()), "SPEND_WITH_ZERO_ACTIVITY")
+    assert f.rows == [3, 9] and "'spend_tv'" in f.message and "'act_tv'" in f.message
+
+
+def test_near_duplicate_drivers():
+    df = make_panel()
+    df["act_digital"] = df["act_tv"] * 2 + 1
+    f = find(validate(df, make_spec()), "DRIVERS_COLLINEAR")
+    assert set(f.columns) == {"act_tv", "act_digital"} and f.details["correlation"] > 0.99
+
+
+def test_sales_outlier():
+    df = make_panel()
+    df.loc[40, "sales"] = df.loc[40, "sales"] * 1000
+    f = find(validate(df, make_spec()), "SALES_OUTLIER")
+    assert f.rows == [40] and "'sales'" in f.message and "store_1" in f.message
+
+
+def test_unused_columns_listed():
+    df = make_panel()
+    df["act_radio"] = 1.0
+    f = find(validate(df, make_spec()), "UNUSED_COLUMN")
+    assert "'act_radio'" in f.message
+
+
+# --------------------------------------------------------------------------- report behaviour
+
+
+def test_raise_if_errors_lists_code_column_and_remedy():
+    df = make_panel().rename(columns={"sales": "revenue"})
+    df.loc[4, "act_tv"] = -1.0
+    report = validate(df, make_spec())
+    assert not report.ok
+    with pytest.raises(DataValidationError) as exc:
+        report.raise_if_errors()
+    msg = str(exc.value)
+    assert "MISSING_REQUIRED_COLUMN [sales]" in msg and "NEGATIVE_VALUE [act_tv]" in msg
+    assert "Fix:" in msg and "target_col" in msg
+
+
+def test_table_sorted_errors_first():
+    df = make_panel()
+    df["act_digital"] = df["act_tv"] * 2
+    df.loc[2, "sales"] = np.nan
+    t = validate(df, make_spec()).table()
+    assert list(t.columns) == ["severity", "code", "columns", "message", "remedy"]
+    assert t["severity"].iloc[0] == "error"
+    assert t["severity"].tolist() == sorted(t["severity"], key=["error", "warning", "info"].index)
+
+
+def test_overview_table():
+    t = validate(make_panel(), make_spec()).overview_table()
+    v = dict(zip(t["item"], t["value"]))
+    assert v["rows"] == "480" and v["entities"] == "3" and v["date range"] == "2022-01-03 – 2025-01-20"
+    assert v["model parameters"] == "12" and v["estimation periods"] == "104"
+
+
+# --------------------------------------------------------------------------- load_raw
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t", "|"])
+def test_load_raw_detects_delimiter(tmp_path, sep):
+    df = make_panel(n_periods=5)
+    p = tmp_path / "d.csv"
+    df.to_csv(p, sep=sep, index=False)
+    got = load_raw(p)
+    assert list(got.columns) == list(df.columns)
+    assert len(got) == 15
+    assert got["sales"].dtype == np.float64
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "latin-1"])
+def test_load_raw_encodings(tmp_path, encoding):
+    p = tmp_path / "d.csv"
+    text = "entity_id,period_start,sales\nmünchen,2022-01-03,1.5\nköln,2022-01-10,2\n"
+    p.write_bytes(text.encode(encoding))
+    got = load_raw(p)
+    assert list(got.columns) == ["entity_id", "period_start", "sales"]  # no BOM left in the name
+    assert got["entity_id"].tolist() == ["münchen", "köln"]
+
+
+def test_load_raw_keeps_ids_and_tokens_as_written(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("entity_id , period_start,sales,act_tv\n001,2022-01-03,1,n/a\nNA,2022-01-10,2,\n")
+    got = load_raw(p)
+    assert list(got.columns) == ["entity_id", "period_start", "sales", "act_tv"]
+    assert got["entity_id"].tolist() == ["001", "NA"]
+    assert got["act_tv"].iloc[0] == "n/a" and pd.isna(got["act_tv"].iloc[1])
+
+
+def test_load_raw_parquet_and_gzip(tmp_path):
+    df = make_panel(n_periods=5)
+    pq = tmp_path / "d.parquet"
+    df.to_parquet(pq, index=False)
+    pd.testing.assert_frame_equal(load_raw(pq), df)
+    gz = tmp_path / "d.csv.gz"
+    gz.write_bytes(gzip.compress(df.to_csv(index=False).encode()))
+    assert len(load_raw(gz)) == 15
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"", "empty"), (b"   \n\n", "empty"), (b"entity_id,period_start,sales\n", "no data rows"),
+     (b"a:b:c\n1:2:3\n", "single column"), (b"entity_id,sales,sales\nx,1,2\n", "more than once"),
+     (b"entity_id,period_start,sales\nx,2022-01-03,1,5,6\ny,2022-01-10\n", "cannot be read")],
+)
+def test_load_raw_bad_files_name_file_and_fix(tmp_path, content, needle):
+    p = tmp_path / "bad.csv"
+    p.write_bytes(content)
+    with pytest.raises(DataFormatError) as exc:
+        load_raw(p)
+    assert needle in str(exc.value) and "bad.csv" in str(exc.value)
+
+
+def test_load_raw_missing_file_and_spreadsheet(tmp_path):
+    with pytest.raises(DataFormatError, match="not found"):
+        load_raw(tmp_path / "nope.csv")
+    x = tmp_path / "d.xlsx"
+    x.write_bytes(b"PK\x03\x04")
+    with pytest.raises(DataFormatError, match="save the sheet as CSV"):
+        load_raw(x)
+    bad = tmp_path / "d.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(DataFormatError, match="Parquet"):
+        load_raw(bad)
+
+
+def test_csv_roundtrip_validates_and_parquet_safe(tmp_path):
+    df = make_panel()
+    p = tmp_path / "d.csv"
+    df.to_csv(p, index=False)
+    raw = load_raw(p)
+    assert validate(raw, make_spec()).ok
+    mixed = raw.copy()
+    mixed["act_tv"] = mixed["act_tv"].astype(object)
+    mixed.loc[0, "act_tv"] = "n/a"
+    out = tmp_path / "raw.parquet"
+    parquet_safe(mixed).to_parquet(out, index=False)
+    back = pd.read_parquet(out)
+    assert back["act_tv"].iloc[0] == "n/a"
+    assert find(validate(back, make_spec()), "MISSING_VALUE").rows == [0]
+
+
+# --------------------------------------------------------------------------- overview figure (mmm_lib.plots.data)
+
+
+def test_raw_overview_caps_legend_and_survives_bad_data():
+    from matplotlib.figure import Figure
+
+    from mmm_lib.plots.data import plot_raw_overview
+
+    fig = plot_raw_overview(make_panel(n_entities=20, n_periods=60), make_spec(), max_entities=5)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(labels) == 6 and "15 other entities" in labels
+    bad = to_text(make_panel(), "act_tv")
+    bad.loc[3, "act_tv"] = "n/a"
+    bad.loc[5, "period_start"] = "garbage"
+    assert len(plot_raw_overview(bad, make_spec()).axes) == 3
+    missing = plot_raw_overview(make_panel().drop(columns=["sales"]), make_spec())
+    assert "no target column" in missing.axes[0].texts[0].get_text()
+
+
+def test_without_spec_window_checks_wait_for_the_run():
+    df = make_panel(n_periods=20)
+    d = pd.to_datetime(df["period_start"])
+    report = validate(df[d != d.iloc[10]])
+    assert not {"SHORT_HISTORY", "TOO_FEW_PERIODS", "LOW_DATA_PARAMETER_RATIO", "DATA_PARAMETER_RATIO"} & set(report.codes())
+    assert find(report, "BRAND_PERIOD_GAP").severity == "warning"
+    assert report.ok
