@@ -1,0 +1,73 @@
+"""End-to-end timing of `mmm run`: cold and warm compile cache, per-stage times, peak RSS.
+
+Usage (from the repo root, after `make env`)::
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--spec params/example.yaml] [--warm-runs 1]
+
+"Cold" uses a fresh, empty compile cache ($MMM_CACHE in a temp folder); "warm" reruns with the same
+cache. Peak RSS is GNU time's maximum resident set size of the largest process in the run (the runner
+or one of its notebook kernels). Timings on a shared machine are noisy: compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = ["01_validate", "02_canonicalize", "03_features", "04_fit", "05_diagnose", "06_contribute"]
+
+
+def run_once(spec: str, run_id: str, env: dict[str, str]) -> dict:
+    mmm = str(Path(sys.executable).parent / "mmm")
+    cmd = ["/usr/bin/time", "-v", mmm, "run", spec, "--run-id", run_id]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"run {run_id} failed:\n{proc.stderr[-3000:]}")
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    status = json.loads((Path(env["MMM_OUTPUTS"]) / "runs" / run_id / "status.json").read_text())
+    meta = json.loads((Path(env["MMM_OUTPUTS"]) / "runs" / run_id / "model_metadata.json").read_text())
+    return {
+        "wall_s": wall,
+        "peak_rss_mb": rss_kb / 1024,
+        "stages": {s: status["stages"][s]["duration_s"] for s in STAGES},
+        "sampling_s": meta.get("sampling_time_s"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--spec", default="params/example.yaml")
+    ap.add_argument("--warm-runs", type=int, default=1)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mmm-bench-") as tmp:
+        env = dict(os.environ, MMM_CACHE=str(Path(tmp) / "cache"), MMM_OUTPUTS=str(Path(tmp) / "outputs"))
+        env.pop("PYTENSOR_FLAGS", None)
+        results = {"cold": run_once(args.spec, "bench_cold", env)}
+        for i in range(args.warm_runs):
+            results[f"warm{i + 1}"] = run_once(args.spec, f"bench_warm{i + 1}", env)
+
+    names = list(results)
+    print(f"spec: {args.spec}   machine: {os.cpu_count()} CPUs   python {sys.version.split()[0]}")
+    print(f"{'stage':<18}" + "".join(f"{n:>12}" for n in names))
+    for s in STAGES:
+        print(f"{s:<18}" + "".join(f"{results[n]['stages'][s]:>11.1f}s" for n in names))
+    print(f"{'total (wall)':<18}" + "".join(f"{results[n]['wall_s']:>11.1f}s" for n in names))
+    print(f"{'  of which NUTS':<18}" + "".join(f"{(results[n]['sampling_s'] or 0):>11.1f}s" for n in names))
+    print(f"{'peak RSS':<18}" + "".join(f"{results[n]['peak_rss_mb']:>10.0f}MB" for n in names))
+    cold, warm = results["cold"]["wall_s"], results[names[-1]]["wall_s"]
+    print(f"warm / cold total: {warm / cold:.2f}   targets: warm <= 45 s, cold <= 90 s")
+
+
+if __name__ == "__main__":
+    main()
