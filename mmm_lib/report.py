@@ -72,13 +72,19 @@ def headlines(run_dir: Path) -> dict[str, str]:
     ci = _safe(run_dir, "column_info.json")
     if ci:
         w = ci.get("windows", {})
+        first = w.get("first_estimation_period", w.get("estimation_start"))
+        last = w.get("last_period", w.get("end"))
         out["02_canonicalize"] = e(
-            f"estimation {str(w.get('estimation_start'))[:10]} → {str(w.get('end'))[:10]} "
+            f"estimation {str(first)[:10]} → {str(last)[:10]} "
             f"({w.get('n_estimation')} periods, {w.get('n_carryover')} carry-over)"
         )
     fm = _safe(run_dir, "feature_metadata.json")
     if fm:
-        out["03_features"] = e(f"{len(fm.get('channels', []))} media channels, {len(fm.get('controls', []))} controls")
+        kinds = [c.get("kind") for c in fm.get("controls", [])]
+        out["03_features"] = e(
+            f"{len(fm.get('channels', []))} media channels, {kinds.count('control')} controls, "
+            f"{kinds.count('seasonality')} seasonal terms" + (", trend" if "trend" in kinds else "")
+        )
     mm = _safe(run_dir, "model_metadata.json")
     if mm:
         s = mm.get("sampler", {})

@@ -130,6 +130,8 @@ def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str) 
                 stdout_file=stdout,
                 stderr_file=stderr,
                 start_timeout=180,
+                # ipykernel 7 warns on every start that TCP is unencrypted (local kernels): noise.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         finally:
             stdout.flush()

@@ -97,7 +97,10 @@ class RunSpec(_Strict):
     chains: int = Field(2, ge=1, le=16)
     target_accept: float = Field(0.9, gt=0.5, lt=1.0)
     random_seed: int = Field(42, ge=0)
-    nuts_sampler: Literal["nutpie", "pymc", "numpyro"] = "nutpie"
+    # Measured (benchmarks/, README "Performance"): for models of this size PyMC's own NUTS on the
+    # numba backend is fastest end to end once the compile cache is warm; nutpie recompiles its
+    # wrappers in every process (~10 s) and only wins on much larger models.
+    nuts_sampler: Literal["nutpie", "pymc", "numpyro"] = "pymc"
 
     @field_validator("drivers", "controls")
     @classmethod
