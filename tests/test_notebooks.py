@@ -30,3 +30,16 @@ def test_notebooks_are_thin(stage):
     src = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     for bad in ("def ", "for ", "while ", "plt.", "import matplotlib"):
         assert bad not in src, f"{stage}: notebook code contains {bad!r}; move it into mmm_lib"
+
+
+def test_stages_other_than_fit_do_not_import_pymc():
+    """PyMC costs start-up time; only 04_fit may load it (06 reuses model_pymc's numpy helpers)."""
+    import subprocess
+    import sys
+
+    mods = ["validation", "canonicalize", "features", "diagnostics", "contributions", "plots.data",
+            "plots.features", "plots.fit", "plots.contributions", "storage", "report", "runner"]
+    code = "; ".join(f"import mmm_lib.{m}" for m in mods) + "; import sys; print(sorted(" \
+        "m for m in ('pymc', 'pytensor', 'nutpie') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
