@@ -23,10 +23,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from .columns import ENTITY_COL, PERIOD_COL, column_map, seed_spec, to_seed_format
 from .spec import RunSpec, WindowsConfig
 
-ENTITY_COL = "entity_id"
-PERIOD_COL = "period_start"
 WINDOW_COL = "window"
 BRAND = "brand"
 
@@ -305,9 +304,13 @@ def spend_for(driver: str, columns: Any, spend_cols: dict[str, str] | None = Non
 
 
 def resolve_roles(spec: RunSpec, columns: Any) -> dict[str, Any]:
-    """Roles from a spec: ``{"target", "drivers", "controls", "spend": {driver: col | None}}``."""
+    """Roles from a spec: ``{"target", "drivers", "controls", "spend": {driver: col | None}}``.
+
+    ``target`` is the modelled target (``target_col``, or ``columns.target_name`` when the target is
+    multiplied, see :mod:`mmm_lib.columns`).
+    """
     return {
-        "target": spec.target_col,
+        "target": spec.modelled_target,
         "drivers": list(spec.drivers),
         "controls": list(spec.controls),
         "spend": {d: spend_for(d, columns, spec.spend_cols) for d in spec.drivers},
@@ -353,11 +356,13 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
     Parameters
     ----------
     raw_df
-        The input panel as read (``raw_data.parquet``): ``entity_id``, ``period_start``, the target
-        and the role columns of ``spec``. Other columns are dropped.
+        The input panel as read (``raw_data.parquet``), in the file's own column names: the spec's
+        ``columns`` mapping (:func:`mmm_lib.columns.to_seed_format`) is applied first, giving
+        ``entity_id``, ``period_start``, the modelled target and the role columns. Other columns are
+        dropped.
     spec
-        The run spec: ``grain``, ``target_col``, ``drivers``, ``controls``, ``spend_cols``,
-        ``control_aggregation`` and ``windows``.
+        The run spec: ``columns``, ``grain``, ``target_col``, ``drivers``, ``controls``,
+        ``spend_cols``, ``control_aggregation`` and ``windows``.
 
     Returns
     -------
@@ -371,10 +376,14 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
     Raises
     ------
     ValueError
-        Missing columns, unusable dates or values, duplicate or missing periods inside the windows,
-        or no periods in the estimation window. Run 01_validate for the full list of problems.
+        Missing columns (:class:`~mmm_lib.columns.ColumnMappingError`), unusable dates or values,
+        duplicate or missing periods inside the windows, or no periods in the estimation window.
+        Run 01_validate for the full list of problems.
     """
     grain = spec.grain
+    source_columns = column_map(spec).to_dict()
+    raw_df = to_seed_format(raw_df, spec)
+    spec = seed_spec(spec)
     roles = resolve_roles(spec, raw_df.columns)
     cols = role_columns(roles)
     missing = [c for c in [ENTITY_COL, PERIOD_COL, *cols] if c not in raw_df.columns]
@@ -486,6 +495,7 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
             "last_period": _iso(last),
         },
         "notes": notes,
+        "source_columns": source_columns,
     }
     return kept, column_info
 
@@ -515,8 +525,11 @@ def aggregation_table(column_info: dict[str, Any]) -> pd.DataFrame:
     """Each canonical column with its role, how entities were aggregated and (drivers) its spend column."""
     rows = [{"column": column_info["target"], "role": "target", "aggregation": column_info["aggregation"][column_info["target"]], "spend column": ""}]
     for d in column_info["drivers"]:
-        rows.append({"column": d, "role": "driver", "aggregation": column_info["aggregation"][d], "spend column": column_info["spend"].get(d) or "none"})
-    for s in dict.fromkeys(s for s in column_info["spend"].values() if s):
+        sp = column_info["spend"].get(d)
+        shown = "none" if not sp else f"{sp} (itself: the driver is spend)" if sp == d else sp
+        rows.append({"column": d, "role": "driver", "aggregation": column_info["aggregation"][d], "spend column": shown})
+    # A driver that is its own spend column (Robyn's tv_S) is listed once, as a driver.
+    for s in dict.fromkeys(s for s in column_info["spend"].values() if s and s not in column_info["drivers"]):
         rows.append({"column": s, "role": "spend", "aggregation": column_info["aggregation"][s], "spend column": ""})
     for c in column_info["controls"]:
         rows.append({"column": c, "role": "control", "aggregation": column_info["aggregation"][c], "spend column": ""})

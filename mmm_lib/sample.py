@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .canonicalize import compute_windows
-from .features import build_features, geometric_adstock
+from .features import build_features, geometric_adstock, hill
 from .spec import RunSpec, load_spec, parse_spec, spec_to_dict
 from .storage import write_bytes, write_json
 
@@ -448,3 +448,114 @@ def write_sample(out_csv: str | Path, truth_json: str | Path, **kwargs: Any) -> 
     for p in paths:
         p.chmod(0o644)  # atomic writes create private temp files; sample data is meant to be shared
     return paths
+
+
+# --------------------------------------------------------------------------- foreign-format look-alikes
+
+
+def _media_lift(x: np.ndarray, decay: float, beta: float) -> np.ndarray:
+    """``beta * Hill(adstock(x) / peak)`` with the pipeline's default K = 0.5, S = 1 (log-scale lift)."""
+    ad = geometric_adstock(x, decay, 13)
+    peak = ad.max() if ad.max() > 0 else 1.0
+    return beta * hill(ad / peak, 0.5, 1.0)
+
+
+def _weekly_season(n: int, amplitude: float = 0.05) -> np.ndarray:
+    t = np.arange(n)
+    return amplitude * np.sin(2 * np.pi * t / 52.18) + 0.5 * amplitude * np.cos(2 * np.pi * t / 52.18)
+
+
+def meridian_like(n_geos: int = 5, n_weeks: int = 104, seed: int = 11, start: str = "2021-01-25") -> pd.DataFrame:
+    """A small file shaped like Google Meridian's simulated geo CSVs (``geo_media``), with a known process.
+
+    Columns: ``geo``, ``time`` (Monday dates, text), ``Channel0_impression``, ``Channel0_spend``,
+    ``Channel1_impression``, ``Channel1_spend``, ``competitor_sales_control``, ``conversions``,
+    ``revenue_per_conversion``, ``population``: no ``entity_id``/``period_start`` and a target that
+    is a count, so a run needs the spec's ``columns`` mapping (entity ``geo``, period ``time``,
+    ``target_multiplier: revenue_per_conversion``).
+
+    Per geo, ``log(conversions)`` = level (by population) + Σ beta_c · Hill(adstock(impressions_c))
+    + seasonality − 0.04 · competitor (standardized) + noise, with beta = 0.25 / 0.12 and decay
+    0.5 / 0.3 for Channel0 / Channel1; impressions are national flights split by population.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``n_geos × n_weeks`` rows, sorted by geo then time.
+    """
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range(start, periods=n_weeks, freq="7D").strftime("%Y-%m-%d")
+    population = np.round(rng.lognormal(13.5, 0.5, n_geos))
+    share = population / population.sum()
+    national = {
+        "Channel0": _flights(rng, n_weeks, on=(3, 6), off=(2, 6), level=(4e6, 9e6)),
+        "Channel1": 3e6 * rng.lognormal(0.0, 0.35, n_weeks),
+    }
+    cost = {"Channel0": 0.012, "Channel1": 0.02}
+    beta = {"Channel0": 0.25, "Channel1": 0.12}
+    decay = {"Channel0": 0.5, "Channel1": 0.3}
+    season = _weekly_season(n_weeks)
+    frames = []
+    for g in range(n_geos):
+        imp = {ch: np.round(x * share[g] * rng.lognormal(0.0, 0.05, n_weeks)) for ch, x in national.items()}
+        comp = rng.normal(100.0, 10.0, n_weeks)
+        log_conv = (np.log(population[g] * 0.002) + season - 0.04 * (comp - 100.0) / 10.0
+                    + sum(_media_lift(imp[ch], decay[ch], beta[ch]) for ch in imp) + rng.normal(0.0, 0.03, n_weeks))
+        frames.append(pd.DataFrame({
+            "geo": f"Geo{g}",
+            "time": dates,
+            "Channel0_impression": imp["Channel0"],
+            "Channel0_spend": np.round(imp["Channel0"] * cost["Channel0"], 2),
+            "Channel1_impression": imp["Channel1"],
+            "Channel1_spend": np.round(imp["Channel1"] * cost["Channel1"], 2),
+            "competitor_sales_control": np.round(comp, 3),
+            "conversions": np.round(np.exp(log_conv)),
+            "revenue_per_conversion": np.round(rng.normal(30.0, 0.5, n_weeks), 2),
+            "population": population[g],
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def robyn_like(n_weeks: int = 156, seed: int = 12, start: str = "2019-11-25") -> pd.DataFrame:
+    """A small file shaped like Robyn's wide weekly CSV (``dt_simulated_weekly``), with a known process.
+
+    Columns: ``DATE`` (Monday dates, text), ``revenue``, ``tv_S``, ``ooh_S``, ``search_S`` (paid media
+    given only as spend), ``facebook_I`` (impressions) with ``facebook_S`` (its spend),
+    ``competitor_sales_B``, ``newsletter``. There is no entity column (one series), so a run needs
+    ``columns: {entity: null, period: DATE}`` and ``spend_cols`` mapping each driver to its spend
+    (``tv_S: tv_S`` for spend-only channels).
+
+    ``log(revenue)`` = level + Σ beta_c · Hill(adstock(x_c)) + seasonality + 0.03 · competitor
+    (standardized) + 0.02 · newsletter (standardized) + noise.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``n_weeks`` rows in date order.
+    """
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range(start, periods=n_weeks, freq="7D").strftime("%Y-%m-%d")
+    media = {
+        "tv_S": _flights(rng, n_weeks, on=(3, 6), off=(3, 8), level=(40e3, 120e3)),
+        "ooh_S": _flights(rng, n_weeks, on=(2, 5), off=(4, 10), level=(20e3, 60e3)),
+        "search_S": 15e3 * rng.lognormal(0.0, 0.3, n_weeks),
+        "facebook_I": 2e6 * rng.lognormal(0.0, 0.4, n_weeks),
+    }
+    beta = {"tv_S": 0.15, "ooh_S": 0.05, "search_S": 0.08, "facebook_I": 0.10}
+    decay = {"tv_S": 0.6, "ooh_S": 0.4, "search_S": 0.1, "facebook_I": 0.3}
+    comp = rng.normal(5e6, 4e5, n_weeks)
+    newsletter = np.round(rng.uniform(5e3, 30e3, n_weeks))
+    z = lambda v: (v - v.mean()) / v.std()  # noqa: E731
+    log_rev = (np.log(1.5e6) + _weekly_season(n_weeks, 0.08) + 0.03 * z(comp) + 0.02 * z(newsletter)
+               + sum(_media_lift(media[ch], decay[ch], beta[ch]) for ch in media) + rng.normal(0.0, 0.03, n_weeks))
+    return pd.DataFrame({
+        "DATE": dates,
+        "revenue": np.round(np.exp(log_rev), 2),
+        "tv_S": np.round(media["tv_S"], 2),
+        "ooh_S": np.round(media["ooh_S"], 2),
+        "search_S": np.round(media["search_S"], 2),
+        "facebook_I": np.round(media["facebook_I"]),
+        "facebook_S": np.round(media["facebook_I"] * 0.004 * rng.lognormal(0.0, 0.05, n_weeks), 2),
+        "competitor_sales_B": np.round(comp),
+        "newsletter": newsletter,
+    })

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +75,47 @@ class WindowsConfig(_Strict):
     estimation_months: int = Field(12, ge=1)
 
 
+class ColumnsConfig(_Strict):
+    """Which columns of the file hold the keys and the target, for files not in the seed's format.
+
+    The defaults are the seed's names. Everything after the mapping (validation messages aside,
+    which quote the file's own names) uses the seed's vocabulary: ``entity_id``, ``period_start``
+    and the modelled target (``target_col``, or ``target_name`` when a multiplier is set).
+    """
+
+    entity: str | None = Field(
+        "entity_id", description="entity column (store, geo, SKU); null = the file is one series (one entity)"
+    )
+    period: str = Field("period_start", description="period start date column")
+    target_multiplier: str | None = Field(
+        None,
+        description="column the target is multiplied by, e.g. revenue_per_conversion: the modelled target is "
+        "target_col x target_multiplier (revenue), so ROI is revenue per unit of spend",
+    )
+    target_name: str | None = Field(
+        None, description="name of the modelled target when target_multiplier is set (default 'revenue')"
+    )
+
+    @field_validator("entity", "period", "target_multiplier", "target_name")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("a column name cannot be empty (use null for 'no entity column')")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "ColumnsConfig":
+        if self.target_name is not None and self.target_multiplier is None:
+            raise ValueError("target_name only names the product target_col x target_multiplier; set target_multiplier too")
+        if self.entity is not None and self.entity == self.period:
+            raise ValueError(f"entity and period are both {self.entity!r}; they must be different columns")
+        return self
+
+    @property
+    def modelled_target_default(self) -> str:
+        return self.target_name or "revenue"
+
+
 class RunSpec(_Strict):
     """A whole run: data, roles, features, windows and sampler settings (the seed's keys and defaults)."""
 
@@ -85,8 +127,10 @@ class RunSpec(_Strict):
     controls: list[str] = Field(default_factory=list)
     spend_cols: dict[str, str] = Field(
         default_factory=dict,
-        description="driver -> spend column; drivers not listed use act_X -> spend_X when that column exists",
+        description="driver -> spend column; drivers not listed use act_X -> spend_X when that column exists; "
+        "a driver given only as spend is its own spend column (tv_S: tv_S)",
     )
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
     control_aggregation: dict[str, Literal["mean", "sum"]] = Field(
         default_factory=dict, description="entity -> brand aggregation per control (default mean)"
     )
@@ -130,7 +174,18 @@ class RunSpec(_Strict):
         unknown = sorted(set(self.control_aggregation) - set(self.controls))
         if unknown:
             raise ValueError(f"control_aggregation names {unknown}, which are not in controls {self.controls}")
+        m = self.columns.target_multiplier
+        if m is not None and m == self.target_col:
+            raise ValueError(f"columns.target_multiplier is the target column {m!r} itself; name the per-unit value column")
         return self
+
+    @property
+    def modelled_target(self) -> str:
+        """The target column the model sees: ``target_col``, or ``columns.target_name`` (default
+        ``revenue``) when ``columns.target_multiplier`` is set."""
+        if self.columns.target_multiplier is None:
+            return self.target_col
+        return self.columns.modelled_target_default
 
     def decay_for(self, driver: str) -> float:
         """Adstock decay of one driver (per-channel override or the default)."""
@@ -189,17 +244,91 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
     return raw
 
 
-def parse_spec(raw: dict[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> RunSpec:
-    """Validate a plain dict as a :class:`RunSpec`; relative ``data_path`` resolves against ``base_dir``."""
+DATA_PATHS_ENV = "MMM_DATA_PATHS"
+
+
+def allowed_data_roots(spec_dir: Path | None = None) -> list[Path]:
+    """Folders a spec's ``data_path`` may point into (symlinks resolved).
+
+    The repository, the spec file's folder, the current working directory, and each folder listed
+    in ``$MMM_DATA_PATHS`` (separated by ``os.pathsep``: ``:`` on Linux/macOS, ``;`` on Windows).
+    """
+    roots = [Path(__file__).resolve().parent.parent, Path.cwd()]
+    if spec_dir is not None:
+        roots.insert(1, Path(spec_dir))
+    roots += [Path(p).expanduser() for p in os.environ.get(DATA_PATHS_ENV, "").split(os.pathsep) if p.strip()]
+    return list(dict.fromkeys(r.resolve() for r in roots))
+
+
+def check_data_path(data_path: str | Path, spec_dir: Path | None = None) -> Path:
+    """Refuse a ``data_path`` outside :func:`allowed_data_roots` (so a spec cannot read arbitrary files).
+
+    Parameters
+    ----------
+    data_path
+        The path as given (relative paths are relative to ``spec_dir``, or the working directory).
+    spec_dir
+        The folder of the spec file, if the spec came from a file.
+
+    Returns
+    -------
+    Path
+        The resolved path (symlinks followed).
+
+    Raises
+    ------
+    SpecError
+        Naming the path, what it resolves to, the allowed folders and how to allow another folder.
+    """
+    given = Path(data_path).expanduser()
+    base = Path(spec_dir) if spec_dir is not None else Path.cwd()
+    real = (given if given.is_absolute() else base / given).resolve()
+    roots = allowed_data_roots(spec_dir)
+    if any(real.is_relative_to(r) for r in roots):
+        return real
+    via = f" (resolves to {str(real)!r})" if str(real) != str(given) else ""
+    raise SpecError(
+        f"data_path {str(data_path)!r}{via} is outside the folders a run spec may read data from: "
+        f"{', '.join(str(r) for r in roots)}. Move the file into one of them (e.g. next to the spec), or allow "
+        f"its folder by setting the environment variable {DATA_PATHS_ENV}={real.parent} "
+        f"(several folders separated by {os.pathsep!r})"
+    )
+
+
+def parse_spec(
+    raw: dict[str, Any], source: str = "<dict>", base_dir: Path | None = None, *, check_path: bool = True
+) -> RunSpec:
+    """Validate a plain dict as a :class:`RunSpec`.
+
+    A relative ``data_path`` resolves against ``base_dir`` (the spec file's folder); ``data_path``
+    must lie inside :func:`allowed_data_roots` (``check_path=False`` only for a spec this toolkit
+    already checked, see :func:`load_spec`).
+    """
     if not isinstance(raw, dict):
         raise SpecError(f"run spec {source} must be a mapping of keys to values, got {type(raw).__name__}")
     try:
         spec = RunSpec.model_validate(raw)
     except ValidationError as e:
         raise SpecError(_format_error(e, source)) from None
-    if spec.data_path is not None and base_dir is not None and not Path(spec.data_path).is_absolute():
-        spec.data_path = str((base_dir / spec.data_path).resolve())
+    if spec.data_path is not None:
+        if check_path:
+            real = check_data_path(spec.data_path, base_dir)
+            if base_dir is not None:
+                spec.data_path = str(real)
+        elif base_dir is not None and not Path(spec.data_path).is_absolute():
+            spec.data_path = str((base_dir / spec.data_path).resolve())
     return spec
+
+
+def _is_run_spec_copy(path: Path) -> bool:
+    """``<outputs>/runs/<run_id>/run_spec.json``: written by the runner (or 01_validate) after its
+    ``data_path`` passed :func:`check_data_path` against the user's spec folder, which the copy's
+    own folder no longer is."""
+    from .storage import outputs_root  # storage imports this module
+
+    real = path.resolve()
+    runs = outputs_root() / "runs"
+    return real.name == "run_spec.json" and real.parent.parent == runs.resolve()
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
@@ -208,7 +337,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
     Parameters
     ----------
     path
-        The spec file. A relative ``data_path`` inside it is relative to the spec file's folder.
+        The spec file. A relative ``data_path`` inside it is relative to the spec file's folder, and
+        ``data_path`` must lie inside the allowed folders (:func:`allowed_data_roots`).
     overrides
         ``key=value`` strings, dotted keys for nested fields (``windows.estimation_months=24``).
     """
@@ -220,7 +350,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
     except yaml.YAMLError as e:
         raise SpecError(f"run spec {path} is not valid YAML: {e}") from None
     raw = apply_overrides(raw or {}, overrides)
-    return parse_spec(raw, source=str(path), base_dir=path.resolve().parent)
+    trusted = not overrides and _is_run_spec_copy(path)
+    return parse_spec(raw, source=str(path), base_dir=path.resolve().parent, check_path=not trusted)
 
 
 def spec_to_dict(spec: RunSpec) -> dict[str, Any]:

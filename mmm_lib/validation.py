@@ -8,16 +8,24 @@ Without a spec (``mmm datasets add``) roles come from the column prefixes, and t
 need a run's windows and model (SHORT_HISTORY, TOO_FEW_PERIODS, the data/parameter ratio) wait
 for the run.
 
+Files in another layout are checked as written, through the spec's ``columns`` mapping
+(:mod:`mmm_lib.columns`): messages name the file's own columns (``geo``, ``time``, ``DATE``), a
+file without an entity column is one entity, and a multiplied target (``conversions ×
+revenue_per_conversion``) is checked column by column, then as the product at brand level.
+``entity_id`` and ``period_start`` below stand for the mapped columns.
+
 Finding codes
 -------------
 
 | code | severity | meaning | fix |
 |---|---|---|---|
 | EMPTY_DATA | error | the table has no rows or no columns | export the data again with a header and data rows |
+| WRONG_DELIMITER | error | one or two columns whose names hold ``;``, tab, pipe or ``,``: the file was read with the wrong delimiter (the detected one is named) | read it as CSV (the delimiter is detected) or save it with ``,`` between columns |
 | DUPLICATE_COLUMN_NAME | error | two columns share a name | rename or drop one of them |
-| MISSING_REQUIRED_COLUMN | error | ``entity_id``, ``period_start`` or the target is absent | rename the column (a close name is suggested) or set ``target_col`` |
+| MISSING_REQUIRED_COLUMN | error | the entity, period or target column (or ``columns.target_multiplier``) is absent, named as in the spec | rename the column (a close name is suggested), or map it: ``columns.entity`` (null for one series), ``columns.period``, ``target_col`` |
 | MISSING_SPEC_COLUMN | error | a driver, control or ``spend_cols`` column of the spec is absent | fix the name in the spec or the file (a close name is suggested) |
-| ROLE_CONFLICT | error | one column has two roles (e.g. target and driver) | give each column one role in the spec |
+| ROLE_CONFLICT | error | one column has two roles (e.g. target and driver, a key column as a control); a driver may be its own spend | give each column one role in the spec |
+| ENCODING_SUSPECT | warning / info | names or entities that look mis-decoded (``'Ã©'``, ``'�'``; warning), or non-UTF-8 text read in a guessed encoding (info) | save the file as UTF-8 (Excel: CSV UTF-8) |
 | ENTITY_ID_MISSING | error | rows with an empty ``entity_id`` | fill in the entity (one constant value for a single series) |
 | DATE_MISSING | error | rows with an empty ``period_start`` | fill in the date or drop the rows |
 | DATE_UNPARSEABLE | error | ``period_start`` values that are not dates | write dates as YYYY-MM-DD |
@@ -50,6 +58,7 @@ Finding codes
 | UNUSED_COLUMN | info | columns no role uses | add them to drivers/controls if they matter |
 | SPEND_WITH_ZERO_ACTIVITY | warning | spend > 0 in rows where the driver's activity is 0 | check the activity data for those rows |
 | DRIVERS_COLLINEAR | warning | two drivers have abs(correlation) >= 0.99 (brand level) | combine them into one driver or drop one |
+| HIGH_VIF | warning | variance inflation factor > 10 among drivers + controls (brand level, estimation window); names the columns and their VIFs | drop or combine overlapping drivers, or remove controls that restate a driver |
 | SALES_OUTLIER | warning | robust z of log target > 5 within an entity | check for entry errors (extra zeros, units); real events may stay |
 | CHECKS_SKIPPED | info | later checks skipped because of an earlier error | fix the errors and validate again |
 """
@@ -57,8 +66,8 @@ Finding codes
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
+import hashlib
 import io
 import re
 from dataclasses import dataclass, field
@@ -69,8 +78,6 @@ import numpy as np
 import pandas as pd
 
 from .canonicalize import (
-    ENTITY_COL,
-    PERIOD_COL,
     ParsedDates,
     align_to_grain,
     compute_windows,
@@ -79,10 +86,12 @@ from .canonicalize import (
     resolve_roles,
     spend_for,
 )
+from .columns import ENTITY_COL, PERIOD_COL, SINGLE_ENTITY, column_map, seed_conflicts, suggest
 from .findings import Finding, count_by_severity, findings_table
 from .spec import FeatureConfig, RunSpec, WindowsConfig
 
 COLLINEAR_CORR = 0.99  # |corr| between drivers above which the model cannot tell them apart
+VIF_HIGH = 10.0  # variance inflation factor (drivers + controls, brand level) above which effects are unstable
 OUTLIER_Z = 5.0  # robust z (median/MAD) on log1p(target) per entity
 MIN_DATA_PER_PARAM = 5.0  # estimation periods per parameter below which a warning is raised
 FEW_ROWS_FRACTION = 0.5  # entity rows below this share of the median rows per entity
@@ -106,6 +115,16 @@ class DataValidationError(ValueError):
 def _decode(raw: bytes) -> tuple[str, str]:
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         return raw.decode("utf-16"), "utf-16"
+    head = raw[:4000]
+    if head.count(0) > len(head) // 4:
+        # UTF-16 without a byte-order mark: ASCII text has a NUL in every other byte.
+        enc = "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+        try:
+            return raw.decode(enc), enc
+        except UnicodeDecodeError:
+            raise DataFormatError(
+                "the file contains NUL bytes but is not UTF-16 text: it looks binary; export the data as CSV (UTF-8)"
+            ) from None
     # utf-8-sig also reads plain UTF-8; cp1252 before latin-1 so Excel's dashes and quotes survive.
     for enc in ("utf-8-sig", "cp1252"):
         try:
@@ -129,20 +148,38 @@ def _sniff_delimiter(lines: list[str]) -> str | None:
     return chosen
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+_OTHER_SEPARATORS = {" ": "space", ":": "':'", "~": "'~'", "^": "'^'", "#": "'#'", "/": "'/'"}
+
+
+def _single_column_error(path: Path, header: str) -> DataFormatError:
+    seen = {sep: header.count(sep) for sep in _OTHER_SEPARATORS if header.count(sep)}
+    if seen:
+        sep = max(seen, key=seen.get)  # type: ignore[arg-type]
+        return DataFormatError(
+            f"data file {path}: the header {header[:80]!r} reads as a single column (no ',', ';', tab or '|'); it looks "
+            f"separated by {_OTHER_SEPARATORS[sep]}, which is not supported. Save the file as CSV with ',' between columns "
+            "(Excel: Save As > CSV UTF-8)"
+        )
+    return DataFormatError(
+        f"data file {path}: found a single column in the header {header[:80]!r}; "
+        "separate the columns with ',', ';', tab or '|' (e.g. entity_id,period_start,sales,...)"
+    )
+
+
+def _read_csv(path: Path, text_columns: list[str] | None = None) -> pd.DataFrame:
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     if not raw.strip():
         raise DataFormatError(f"data file {path} is empty; export the data again with a header row and data rows")
-    text, _enc = _decode(raw)
+    try:
+        text, enc = _decode(raw)
+    except DataFormatError as e:
+        raise DataFormatError(f"data file {path}: {e}") from None
     lines = [ln for ln in text.splitlines() if ln.strip()][:50]
     delim = _sniff_delimiter(lines)
     if delim is None:
-        raise DataFormatError(
-            f"data file {path}: found a single column in the header {lines[0][:80]!r}; "
-            "separate the columns with ',', ';', tab or '|' (e.g. entity_id,period_start,sales,...)"
-        )
+        raise _single_column_error(path, lines[0])
     header = [h.strip() for h in next(csv.reader([lines[0]], delimiter=delim))]
     while header and header[-1] == "":  # a trailing delimiter on the header line
         header.pop()
@@ -173,7 +210,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
             header=0,
             names=header,
             # Ids and dates stay text: "001" must not become 1, and dates are parsed by validation.
-            dtype={ENTITY_COL: str, PERIOD_COL: str},
+            dtype={c: str for c in (text_columns or [ENTITY_COL, PERIOD_COL])},
             # Only empty cells are missing; 'NA' may be an entity and 'n/a' is reported as written.
             keep_default_na=False,
             na_values=[""],
@@ -185,10 +222,20 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"data file {path} cannot be read as a {delim!r}-separated table: {e}; "
             "check that every row has as many fields as the header and that quotes are closed"
         ) from None
+    df.attrs["source_format"] = {"format": "csv", "delimiter": delim, "encoding": enc}
     return df
 
 
-def load_raw(path: str | Path) -> pd.DataFrame:
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataFormatError(
+            f"data file not found: {path}; check data_path in the spec (a relative path is relative to the spec file)"
+        )
+    if path.is_dir():
+        raise DataFormatError(f"data path {path} is a folder; point data_path at a CSV or Parquet file")
+
+
+def load_raw(path: str | Path, spec: RunSpec | None = None) -> pd.DataFrame:
     """Read the input table as written (no role coercion).
 
     Parameters
@@ -196,12 +243,16 @@ def load_raw(path: str | Path) -> pd.DataFrame:
     path
         A CSV file (``,`` ``;`` tab or ``|`` separated; UTF-8 with or without BOM, UTF-16,
         Windows-1252 or Latin-1; optionally gzip-compressed) or a Parquet file.
+    spec
+        The run spec, for the names of its entity and period columns (``columns``), which are kept
+        as text; default the seed's ``entity_id`` and ``period_start``.
 
     Returns
     -------
     pandas.DataFrame
-        One row per data row, column names stripped of surrounding spaces. ``entity_id`` and
-        ``period_start`` are kept as text for CSV; only empty cells are read as missing.
+        One row per data row, column names stripped of surrounding spaces. The entity and period
+        columns are kept as text for CSV; only empty cells are read as missing. ``attrs["source_format"]``
+        records how a CSV was read (``delimiter``, ``encoding``), for :func:`validate`.
 
     Raises
     ------
@@ -209,12 +260,7 @@ def load_raw(path: str | Path) -> pd.DataFrame:
         The file does not exist, is empty, is a spreadsheet, or is not a readable table.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataFormatError(
-            f"data file not found: {path}; check data_path in the spec (a relative path is relative to the spec file)"
-        )
-    if path.is_dir():
-        raise DataFormatError(f"data path {path} is a folder; point data_path at a CSV or Parquet file")
+    _check_file(path)
     suffix = path.suffix.lower()
     if suffix in {".xlsx", ".xls", ".xlsm", ".ods"}:
         raise DataFormatError(f"data file {path} is a spreadsheet; save the sheet as CSV (UTF-8) and use that file")
@@ -229,11 +275,50 @@ def load_raw(path: str | Path) -> pd.DataFrame:
             df = df.reset_index()
         df = df.reset_index(drop=True)
     else:
-        df = _read_csv(path)
+        cm = column_map(spec)
+        df = _read_csv(path, [c for c in (cm.entity, cm.period) if c is not None])
     df.columns = [str(c).strip() for c in df.columns]
     if df.shape[1] == 0 or len(df) == 0:
         raise DataFormatError(f"data file {path} has no data rows (only a header?); export the data again with its rows")
     return df
+
+
+def keep_source(run: Any) -> dict[str, Any]:
+    """Keep the run's input file byte-for-byte in the run folder (``source.<ext>``), with its SHA-256.
+
+    For a ``dataset_id`` run the dataset already keeps its uploaded file (``mmm datasets add``);
+    its recorded checksum is returned and nothing is copied.
+
+    Parameters
+    ----------
+    run
+        The :class:`~mmm_lib.storage.Run`.
+
+    Returns
+    -------
+    dict
+        ``{"path", "file", "sha256", "bytes"}`` (``path`` as given by the spec, ``file`` the copy's name
+        in the run folder), or for a dataset ``{"dataset_id", "file", "sha256", "bytes"}``; stored as
+        ``source`` in ``validation_summary.json``.
+    """
+    from .storage import dataset_dir, read_json, write_bytes
+
+    spec = run.spec
+    if spec.data_path is None:
+        meta_path = dataset_dir(spec.dataset_id) / "metadata.json"
+        meta = read_json(meta_path) if meta_path.is_file() else {}
+        return {"dataset_id": spec.dataset_id, "file": meta.get("source_file"), "sha256": meta.get("sha256"),
+                "bytes": meta.get("bytes")}
+    src = Path(spec.data_path)
+    _check_file(src)
+    data = src.read_bytes()
+    suffixes = [x.lower() for x in src.suffixes[-2:]]
+    ext = "".join(suffixes) if suffixes[-1:] == [".gz"] else "".join(suffixes[-1:])
+    if not re.fullmatch(r"(\.[a-z0-9]{1,10}){1,2}", ext):
+        ext = ".dat"  # the copy's name must stay a plain file name whatever the user's was
+    name = f"source{ext}"
+    write_bytes(run.path(name), data)
+    return {"path": str(src), "file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 def parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -268,6 +353,9 @@ class ValidationReport:
         First and last ``period_start`` (ISO) when the dates could be read.
     n_estimation, n_parameters
         Periods in the estimation window and the number of model parameters, when known.
+    columns
+        The spec's column mapping (:meth:`mmm_lib.columns.ColumnMap.to_dict`): the file's entity,
+        period and target columns and the target multiplier.
     """
 
     findings: list[Finding] = field(default_factory=list)
@@ -280,6 +368,7 @@ class ValidationReport:
     date_end: str | None = None
     n_estimation: int | None = None
     n_parameters: int | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -294,9 +383,10 @@ class ValidationReport:
         """The finding codes, in order (handy in tests and logs)."""
         return [f.code for f in self.findings]
 
-    def summary(self) -> dict[str, Any]:
-        """The ``validation_summary.json`` object (docs/DESIGN.md), plus ``grain`` and ``date_range``."""
-        return {
+    def summary(self, source: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``validation_summary.json`` object (docs/DESIGN.md), plus ``grain``, ``date_range``,
+        ``columns`` (the column mapping) and ``source`` (from :func:`keep_source`, when given)."""
+        out = {
             "ok": self.ok,
             "n_rows": self.n_rows,
             "n_entities": self.n_entities,
@@ -306,22 +396,44 @@ class ValidationReport:
             "findings": [f.to_dict() for f in self.findings],
             "grain": self.grain,
             "date_range": {"start": self.date_start, "end": self.date_end},
+            "columns": self.columns,
         }
+        if source is not None:
+            out["source"] = source
+        return out
 
     def table(self) -> pd.DataFrame:
         """Findings as a table, errors first."""
         return findings_table(self.findings)
 
+    def table_view(self) -> Any:
+        """:meth:`table` styled for a report: whole messages (a plain display cuts them at 50
+        characters), HTML-escaped (they quote the file's column names and values)."""
+        return _view(self.table())
+
+    def overview_view(self) -> Any:
+        """:meth:`overview_table` styled like :meth:`table_view`."""
+        return _view(self.overview_table())
+
     def overview_table(self) -> pd.DataFrame:
         """Rows, entities, periods, date range, grain and roles as a two-column table."""
         spend = self.roles.get("spend", {})
+        c = self.columns
+        keys = []
+        if c and (c.get("entity") != ENTITY_COL or c.get("period") != PERIOD_COL):
+            keys = [("entity column", c.get("entity") or f"none (one series: entity {SINGLE_ENTITY!r})"),
+                    ("period column", c.get("period"))]
+        target = self.roles.get("target")
+        if c.get("target_multiplier"):
+            target = f"{c.get('target_name')} = {c.get('target')} × {c.get('target_multiplier')}"
         items = [
             ("rows", self.n_rows),
+            *keys,
             ("entities", self.n_entities),
             ("periods", self.n_periods),
             ("date range", f"{self.date_start} – {self.date_end}" if self.date_start else "unreadable"),
             ("grain", self.grain),
-            ("target", self.roles.get("target")),
+            ("target", target),
             ("drivers", ", ".join(self.roles.get("drivers", [])) or "none"),
             ("spend", ", ".join(f"{d} → {s or '—'}" for d, s in spend.items()) or "none"),
             ("controls", ", ".join(self.roles.get("controls", [])) or "none"),
@@ -356,6 +468,15 @@ class ValidationReport:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _view(df: pd.DataFrame) -> Any:
+    return (
+        df.style.hide(axis="index")
+        .format(escape="html")
+        .set_properties(**{"text-align": "left", "white-space": "normal", "vertical-align": "top"})
+        .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}])
+    )
 
 
 def infer_roles(columns: Any, target: str = "sales") -> dict[str, Any]:
@@ -404,14 +525,7 @@ def _at(idx: Any, values: pd.Series | None = None, n: int = N_EXAMPLES) -> str:
     return ("row " if len(idx) == 1 else "rows ") + _examples(idx, values, n)
 
 
-def _suggest(name: str, columns: list[str]) -> str:
-    lower = {c.lower(): c for c in columns}
-    hits = [lower[name.lower()]] if name.lower() in lower else []
-    hits += [c for c in difflib.get_close_matches(name, columns, n=3, cutoff=0.6) if c not in hits]
-    if not hits:
-        lowered = difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)
-        hits = [lower[h] for h in lowered]
-    return f" — did you mean {', '.join(repr(h) for h in hits[:3])}?" if hits else ""
+_suggest = suggest
 
 
 def _iso(ts: Any) -> str:
@@ -435,6 +549,10 @@ class _Ctx:
         self.spec = spec
         self.columns = [str(c) for c in df.columns]
         self.roles = resolve_roles(spec, self.columns) if spec else infer_roles(self.columns)
+        # The file's own key and target columns (the spec's `columns` mapping): messages name these.
+        self.cmap = column_map(spec)
+        self.entity_col: str | None = self.cmap.entity
+        self.period_col: str = self.cmap.period
         self.windows = spec.windows if spec else WindowsConfig()
         self.features = spec.feature_config if spec else FeatureConfig()
         self.control_agg = dict(spec.control_aggregation) if spec else {}
@@ -465,23 +583,111 @@ class _Ctx:
     def spend_cols(self) -> list[str]:
         return list(dict.fromkeys(s for s in self.roles["spend"].values() if s and s in self.columns))
 
+    @property
+    def target_label(self) -> str:
+        """``'sales'`` or ``'revenue' (= conversions × revenue_per_conversion)``."""
+        return self.cmap.target_label
+
+    @property
+    def key_cols(self) -> list[str]:
+        """The file's entity (if any) and period columns."""
+        return [c for c in (self.entity_col, self.period_col) if c is not None]
+
+    @property
+    def entity_cols(self) -> list[str]:
+        return [self.entity_col] if self.entity_col is not None else []
+
     def numeric_roles(self) -> list[str]:
-        return list(dict.fromkeys(self.present([self.target, *self.roles["drivers"], *self.spend_cols(), *self.roles["controls"]])))
+        """The file's numeric columns: the target's source column(s), drivers, spend, controls."""
+        return list(dict.fromkeys(self.present([*self.cmap.target_sources, *self.roles["drivers"], *self.spend_cols(),
+                                                *self.roles["controls"]])))
+
+    def brand_cols(self) -> list[str]:
+        """The columns summed/averaged to brand level: the modelled target, drivers, spend, controls."""
+        cols = [self.target, *self.roles["drivers"], *self.spend_cols(), *self.roles["controls"]]
+        return list(dict.fromkeys(c for c in cols if c in self.num))
 
 
 # --------------------------------------------------------------------------- checks: structure
 
+_DELIM_NAMES = {";": "';'", "\t": "tab", "|": "'|'", ",": "','"}
+# UTF-8 text decoded as Windows-1252/Latin-1 (e.g. 'Ã©' for 'é', 'â€“' for '–'), or undecodable bytes.
+_MOJIBAKE = re.compile("Ã[\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013-\u203a\u20ac\u2122]|â€|Â[\u00a0-\u00bf]|\ufffd")
+
+
+def _check_delimiter(ctx: _Ctx) -> bool:
+    """A table read with the wrong delimiter: one or two columns whose names hold the real separator.
+
+    Returns True when found (the other checks would only repeat it as missing columns).
+    """
+    if len(ctx.columns) > 2:
+        return False
+    for col in ctx.columns:
+        counts = {d: col.count(d) for d in _DELIM_NAMES if col.count(d)}
+        if not counts:
+            continue
+        delim = max(counts, key=counts.get)  # type: ignore[arg-type]
+        fields = [f.strip() for f in col.split(delim)]
+        if len(fields) < 3 or sum(bool(f) for f in fields) < 3:
+            continue
+        shown = col if len(col) <= 60 else col[:57] + "..."
+        ctx.add("error", "WRONG_DELIMITER",
+                f"the table has {_n(len(ctx.columns), 'column')}; column {shown!r} holds {len(fields)} names separated by "
+                f"{_DELIM_NAMES[delim]}: the file is {_DELIM_NAMES[delim]}-separated but was read with another delimiter",
+                f"read it as {_DELIM_NAMES[delim]}-separated: point data_path at the CSV file itself (the delimiter "
+                f"is detected), or save it again with ',' between columns; a Parquet file needs one column per field",
+                [col], detected_delimiter=delim, fields=fields[:20])
+        ctx.skipped.append("every other check (the columns could not be told apart)")
+        ctx.add("info", "CHECKS_SKIPPED", "skipped " + "; ".join(ctx.skipped),
+                "fix the errors above and validate again to run these checks")
+        return True
+    return False
+
+
+def _check_encoding(ctx: _Ctx, source_format: dict[str, Any]) -> None:
+    """Names that show a text-encoding mix-up (mojibake), or non-UTF-8 text whose encoding was guessed."""
+    texts = list(ctx.columns)
+    if ctx.entity is not None:
+        texts += [str(v) for v in pd.unique(ctx.entity)[:1000]]
+    enc = source_format.get("encoding")
+    bad = [t for t in texts if _MOJIBAKE.search(t)]
+    if bad:
+        read_as = f" (the file was read as {enc})" if enc else ""
+        ctx.add("warning", "ENCODING_SUSPECT",
+                f"{_n(len(bad), 'name')} {'looks' if len(bad) == 1 else 'look'} like text in the wrong encoding{read_as}: "
+                f"{', '.join(repr(b) for b in bad[:N_EXAMPLES])}{' …' if len(bad) > N_EXAMPLES else ''}",
+                "save the file as UTF-8 (Excel: Save As > CSV UTF-8) from the original source, then run again",
+                [b for b in bad if b in ctx.columns][:20], encoding=enc)
+    elif enc and not enc.startswith(("utf-8", "utf-16")):
+        non_ascii = [t for t in texts if not t.isascii()]
+        if non_ascii:
+            ctx.add("info", "ENCODING_SUSPECT",
+                    f"the file is not UTF-8; it was read as {enc}: check that names such as "
+                    f"{', '.join(repr(t) for t in non_ascii[:3])} look right",
+                    "if they do not, save the file as UTF-8 (Excel: Save As > CSV UTF-8)", [], encoding=enc)
+
 
 def _check_columns(ctx: _Ctx) -> None:
     cols = ctx.columns
-    for name, fix in [
-        (ENTITY_COL, "add an entity_id column (a store, region or SKU id; one constant value such as 'brand' for a single series)"),
-        (PERIOD_COL, "add a period_start column with the first day of each week or month (YYYY-MM-DD)"),
-        (ctx.target, f"rename the target column to {ctx.target!r}, or set target_col in the spec to the column holding sales"),
-    ]:
+    fixes = {
+        "columns.entity": (
+            f"rename the file's entity column (store, region, geo or SKU) to {ctx.entity_col!r}, or name it with "
+            "columns.entity in the spec; for a file that is one series set columns.entity: null"),
+        "columns.period": (
+            f"rename the file's date column to {ctx.period_col!r}, or name it with columns.period in the spec "
+            "(e.g. columns: {period: DATE}); it holds the first day of each week or month"),
+        "target_col": (
+            f"rename the target column to {ctx.cmap.target!r}, or set target_col in the spec to the column holding sales"),
+        "columns.target_multiplier": (
+            "fix columns.target_multiplier in the spec (the per-unit value, e.g. revenue_per_conversion), "
+            "or remove it to model the target as it is"),
+    }
+    for name, key, role in ctx.cmap.required():
         if name not in cols:
-            ctx.add("error", "MISSING_REQUIRED_COLUMN", f"required column {name!r} is missing{_suggest(name, cols)}",
-                    fix, [name], available=cols[:50])
+            named = "" if ctx.cmap.is_default or key == "target_col" else f" ({key} in the spec)"
+            ctx.add("error", "MISSING_REQUIRED_COLUMN",
+                    f"required {role} column {name!r}{named} is missing{_suggest(name, cols)}",
+                    fixes[key], [name], available=cols[:50], spec_key=key)
     if ctx.spec is None:
         return
     for role, names in [("driver", ctx.spec.drivers), ("control", ctx.spec.controls)]:
@@ -504,56 +710,72 @@ def _check_roles(ctx: _Ctx) -> None:
                       *[(c, "control") for c in r["controls"]],
                       *[(s, f"spend of {d}") for d, s in r["spend"].items() if s]]:
         uses.setdefault(col, []).append(role)
-    for key in (ENTITY_COL, PERIOD_COL):
-        if key in uses:
-            uses[key].append("key column")
+    if ctx.cmap.multiplier is not None:
+        uses.pop(r["target"], None)  # the modelled target is computed, not a column of the file
+        uses.setdefault(ctx.cmap.target, []).append("target")
+        uses.setdefault(ctx.cmap.multiplier, []).append("target multiplier")
+    for key, what in ((ctx.entity_col, "entity key"), (ctx.period_col, "period key")):
+        if key is not None:
+            uses.setdefault(key, []).append(what)
     for col, roles in uses.items():
-        distinct = list(dict.fromkeys(roles))
+        # A driver given only as spend (Robyn's tv_S) is its own spend column: one role, not two.
+        distinct = [x for x in dict.fromkeys(roles) if not (x == f"spend of {col}" and "driver" in roles)]
         if len(distinct) > 1 and not all(x.startswith("spend of") for x in distinct):
             ctx.add("error", "ROLE_CONFLICT", f"column {col!r} has more than one role: {', '.join(distinct)}",
-                    "give each column exactly one role in the spec (target_col, drivers, controls, spend_cols)", [col])
+                    "give each column exactly one role in the spec (columns, target_col, drivers, controls, spend_cols)",
+                    [col])
+    if ctx.spec is not None:
+        for col, msg in seed_conflicts(ctx.spec):
+            ctx.add("error", "ROLE_CONFLICT", msg, "give each column exactly one role (rename it in the file or the spec)",
+                    [col])
 
 
 def _check_entity(ctx: _Ctx) -> None:
-    if ENTITY_COL not in ctx.columns:
+    ek = ctx.entity_col
+    if ek is None:  # one series: every row is the same entity
+        ctx.entity = pd.Series(SINGLE_ENTITY, index=ctx.df.index, dtype="str")
         return
-    e = ctx.df[ENTITY_COL]
+    if ek not in ctx.columns:
+        return
+    e = ctx.df[ek]
     bad = e.isna() | (e.astype(str).str.strip() == "")
     if bad.any():
         idx = np.flatnonzero(bad.to_numpy())
-        ctx.add("error", "ENTITY_ID_MISSING", f"column 'entity_id' is empty in {_n(len(idx), 'row')} ({_at(idx)})",
-                "fill in the entity of every row, or drop those rows", [ENTITY_COL], idx)
+        ctx.add("error", "ENTITY_ID_MISSING", f"column {ek!r} (the entity) is empty in {_n(len(idx), 'row')} ({_at(idx)})",
+                "fill in the entity of every row, or drop those rows (for a file that is one series set "
+                "columns.entity: null in the spec)", [ek], idx)
     ctx.entity = e.astype(str).str.strip()
 
 
 def _check_dates(ctx: _Ctx) -> None:
-    if PERIOD_COL not in ctx.columns:
+    pk = ctx.period_col
+    if pk not in ctx.columns:
         return
-    raw = ctx.df[PERIOD_COL]
+    raw = ctx.df[pk]
     p = parse_period_start(raw, ctx.grain)  # type: ignore[arg-type]
     ctx.dates = p
     if p.missing:
-        ctx.add("error", "DATE_MISSING", f"column 'period_start' is empty in {_n(len(p.missing), 'row')} ({_at(p.missing)})",
-                "fill in the period's start date (YYYY-MM-DD) or drop those rows", [PERIOD_COL], p.missing)
+        ctx.add("error", "DATE_MISSING", f"column {pk!r} is empty in {_n(len(p.missing), 'row')} ({_at(p.missing)})",
+                "fill in the period's start date (YYYY-MM-DD) or drop those rows", [pk], p.missing)
     if p.unparseable:
         vals = raw.reset_index(drop=True)
         numeric_like = pd.to_numeric(vals.iloc[p.unparseable], errors="coerce").notna().any()
         hint = " (numbers like 44564 are Excel date serials: format the column as a date before exporting)" if numeric_like else ""
         ctx.add("error", "DATE_UNPARSEABLE",
-                f"column 'period_start' has {_n(len(p.unparseable), 'value')} that "
+                f"column {pk!r} has {_n(len(p.unparseable), 'value')} that "
                 f"{'is not a date' if len(p.unparseable) == 1 else 'are not dates'} "
                 f"({_at(p.unparseable, vals)}){hint}",
-                "write every date as YYYY-MM-DD (e.g. 2024-01-01)", [PERIOD_COL], p.unparseable)
+                "write every date as YYYY-MM-DD (e.g. 2024-01-01)", [pk], p.unparseable)
     if p.mixed:
         parts = "; ".join(f"{lab}: {_n(len(rows), 'row')} (e.g. {_at(rows, raw.reset_index(drop=True), 3)})"
                           for lab, rows in sorted(p.formats.items(), key=lambda kv: -len(kv[1])))
         minority = sorted(p.formats.items(), key=lambda kv: len(kv[1]))[0][1]
-        ctx.add("error", "DATE_MIXED_FORMATS", f"column 'period_start' mixes {len(p.formats)} date formats — {parts}",
+        ctx.add("error", "DATE_MIXED_FORMATS", f"column {pk!r} mixes {len(p.formats)} date formats — {parts}",
                 "write every date in one format, preferably YYYY-MM-DD; mixed formats make day and month ambiguous",
-                [PERIOD_COL], minority, formats={k: len(v) for k, v in p.formats.items()})
+                [pk], minority, formats={k: len(v) for k, v in p.formats.items()})
     if p.ambiguous and not p.mixed:
-        ctx.add("warning", "DATE_AMBIGUOUS_FORMAT", f"column 'period_start': {p.ambiguous}",
-                "check the dates in the overview figure; write them as YYYY-MM-DD to remove the doubt", [PERIOD_COL])
+        ctx.add("warning", "DATE_AMBIGUOUS_FORMAT", f"column {pk!r}: {p.ambiguous}",
+                "check the dates in the overview figure; write them as YYYY-MM-DD to remove the doubt", [pk])
 
 
 # --------------------------------------------------------------------------- checks: values
@@ -577,7 +799,8 @@ def _non_numeric_remedy(values: list[str]) -> str:
 
 
 def _check_numeric(ctx: _Ctx) -> None:
-    nonneg = set(ctx.present([ctx.target, *ctx.roles["drivers"], *ctx.spend_cols()]))
+    sources = ctx.cmap.target_sources
+    nonneg = set(ctx.present([*sources, *ctx.roles["drivers"], *ctx.spend_cols()]))
     for col in ctx.numeric_roles():
         s = ctx.df[col].reset_index(drop=True)
         if pd.api.types.is_bool_dtype(s.dtype):
@@ -599,7 +822,7 @@ def _check_numeric(ctx: _Ctx) -> None:
         na = np.flatnonzero(num.isna().to_numpy() & ~_nonnum_mask(ctx, col, s))
         if len(na):
             written = "" if pd.api.types.is_numeric_dtype(s.dtype) else f": {', '.join(_fmt_val(s.iloc[r]) if not pd.isna(s.iloc[r]) else 'empty' for r in na[:N_EXAMPLES])}"
-            if col == ctx.target:
+            if col in sources:
                 fix = "fill in the true values, or drop the period for every entity"
             elif col in ctx.roles["controls"]:
                 fix = "fill them (e.g. interpolate), or drop the period for every entity"
@@ -616,11 +839,16 @@ def _check_numeric(ctx: _Ctx) -> None:
         if col in nonneg:
             neg = np.flatnonzero((num < 0).to_numpy())
             if len(neg):
-                what = "target" if col == ctx.target else ("spend" if col in ctx.spend_cols() else "activity")
+                what = ("target" if col == ctx.cmap.target else "target multiplier" if col in sources
+                        else "spend" if col in ctx.spend_cols() else "activity")
                 ctx.add("error", "NEGATIVE_VALUE",
                         f"column {col!r} ({what}) has {_n(len(neg), 'negative value')} ({_at(neg, num)})",
                         f"{what} cannot be negative: correct these rows (net out returns or credits before export)",
                         [col], neg, count=int(len(neg)))
+    cm = ctx.cmap
+    if cm.multiplier is not None and cm.target in ctx.num and cm.multiplier in ctx.num:
+        # The modelled target (e.g. revenue = conversions x revenue_per_conversion), for the brand-level checks.
+        ctx.num[cm.target_name] = ctx.num[cm.target] * ctx.num[cm.multiplier]
 
 
 def _nonnum_mask(ctx: _Ctx, col: str, s: pd.Series) -> np.ndarray:
@@ -652,7 +880,7 @@ def _check_time(ctx: _Ctx) -> None:
     if p is None or e is None:
         return
     if not p.ok:
-        ctx.skipped.append("duplicate periods, grain, gaps, windows and window-level checks (period_start must be readable)")
+        ctx.skipped.append(f"duplicate periods, grain, gaps, windows and window-level checks ({ctx.period_col!r} must be readable)")
         return
     d = p.values
     dup = pd.DataFrame({"e": e.to_numpy(), "d": d.to_numpy()}).duplicated(keep=False)
@@ -660,9 +888,11 @@ def _check_time(ctx: _Ctx) -> None:
         idx = np.flatnonzero(dup.to_numpy())
         first = idx[0]
         ctx.add("error", "DUPLICATE_PERIOD",
-                f"{_n(len(idx), 'row')} repeat an (entity_id, period_start) pair, e.g. {e.iloc[first]!r} {_iso(d.iloc[first])} "
-                f"({_at(idx)})",
-                "keep one row per entity and period (sum split rows, drop copies)", [ENTITY_COL, PERIOD_COL], idx,
+                (f"{_n(len(idx), 'row')} repeat an ({', '.join(ctx.key_cols)}) pair, e.g. {e.iloc[first]!r} {_iso(d.iloc[first])} "
+                 if ctx.entity_col else
+                 f"{_n(len(idx), 'row')} repeat a {ctx.period_col!r} date, e.g. {_iso(d.iloc[first])} ") + f"({_at(idx)})",
+                "keep one row per entity and period (sum split rows, drop copies)" if ctx.entity_col
+                else "keep one row per period (sum split rows, drop copies)", ctx.key_cols, idx,
                 count=int(len(idx)))
 
     spacing = _spacing_days(d, e)
@@ -681,8 +911,8 @@ def _check_time(ctx: _Ctx) -> None:
             fix = ("aggregate the data to weeks or months before loading (daily grain is not supported)" if looks == "daily"
                    else f"set grain: {'MONTH' if looks == 'monthly' else 'WEEK'} in the spec")
             ctx.add("error", "GRAIN_MISMATCH",
-                    f"period_start values are {spacing:g} days apart (median within an entity), which looks {looks}, "
-                    f"but the grain is {grain}", fix, [PERIOD_COL], spacing_days=spacing, grain=grain)
+                    f"{ctx.period_col!r} values are {spacing:g} days apart (median within an entity), which looks {looks}, "
+                    f"but the grain is {grain}", fix, [ctx.period_col], spacing_days=spacing, grain=grain)
             ctx.skipped.append("alignment, gaps, windows and window-level checks (the grain does not match the dates)")
             return
 
@@ -694,21 +924,21 @@ def _check_time(ctx: _Ctx) -> None:
             counts = names.value_counts()
             desc = ", ".join(f"{k}: {_n(v, 'row')}" for k, v in counts.items())
             anchor = aligned.dt.day_name().iloc[0]
-            msg = (f"weekly period_start values fall on {len(counts)} different weekdays ({desc}); "
+            msg = (f"weekly {ctx.period_col!r} values fall on {len(counts)} different weekdays ({desc}); "
                    f"{_n(len(moved), 'row')} {'is' if len(moved) == 1 else 'are'} not on {anchor} ({_at(moved, d.dt.strftime('%Y-%m-%d %a'))})")
             fix = f"canonicalize moves each date back to the {anchor} starting its week; check these rows are not typos or daily data"
         else:
-            msg = (f"{_n(len(moved), 'monthly period_start value')} {'is' if len(moved) == 1 else 'are'} not the 1st of the month "
+            msg = (f"{_n(len(moved), f'monthly {ctx.period_col!r} value')} {'is' if len(moved) == 1 else 'are'} not the 1st of the month "
                    f"({_at(moved, d.dt.strftime('%Y-%m-%d'))})")
             fix = "canonicalize moves them to the 1st of their month (right for month-end labels); check they are not typos"
-        ctx.add("warning", "PERIOD_NOT_ALIGNED", msg, fix, [PERIOD_COL], moved, count=int(len(moved)))
+        ctx.add("warning", "PERIOD_NOT_ALIGNED", msg, fix, [ctx.period_col], moved, count=int(len(moved)))
         dup2 = pd.DataFrame({"e": e.to_numpy(), "d": aligned.to_numpy()}).duplicated(keep=False) & ~dup
         if dup2.any():
             idx = np.flatnonzero(dup2.to_numpy())
             ctx.add("error", "DUPLICATE_PERIOD_AFTER_ALIGNMENT",
                     f"{_n(len(idx), 'row')} of the same entity fall in the same {grain.lower()} once dates are moved to the period "
                     f"start, e.g. {e.iloc[idx[0]]!r} week/month of {_iso(aligned.iloc[idx[0]])} ({_at(idx, d.dt.strftime('%Y-%m-%d'))})",
-                    f"keep one row per entity and {grain.lower()} (aggregate finer data first)", [ENTITY_COL, PERIOD_COL], idx)
+                    f"keep one row per entity and {grain.lower()} (aggregate finer data first)", ctx.key_cols, idx)
     ctx.aligned = aligned
     ctx.time_ok = True
 
@@ -737,7 +967,7 @@ def _check_gaps(ctx: _Ctx) -> None:
         ctx.add("warning", "ENTITY_PERIOD_GAP",
                 f"{_n(len(gaps), 'entity', 'entities')} {'misses' if len(gaps) == 1 else 'miss'} periods inside their own date range — {shown}{more}",
                 "add the missing rows (0 activity if there was none); otherwise the brand total dips in those periods",
-                [ENTITY_COL, PERIOD_COL], entities={ent: len(m) for ent, m in gaps})
+                ctx.key_cols, entities={ent: len(m) for ent, m in gaps})
 
     brand_missing = period_range(first, last, grain).difference(pd.DatetimeIndex(frame["d"].unique()))
     if len(brand_missing):
@@ -755,7 +985,7 @@ def _check_gaps(ctx: _Ctx) -> None:
                 f"{_n(len(brand_missing), grain.lower())} {'has' if len(brand_missing) == 1 else 'have'} no data for any entity, {where}: {shown}"
                 f"{' …' if len(brand_missing) > N_EXAMPLES else ''}",
                 "add the missing periods to the file, or shorten windows.carryover_months/estimation_months",
-                [PERIOD_COL], missing=[_iso(x) for x in brand_missing[:50]])
+                [ctx.period_col], missing=[_iso(x) for x in brand_missing[:50]])
 
     if len(spans) > 1:
         partial = spans[(spans["min"] > kept_start) | (spans["max"] < last)]
@@ -765,7 +995,7 @@ def _check_gaps(ctx: _Ctx) -> None:
                     f"{len(partial)} of {len(spans)} entities start after {_iso(kept_start)} or stop before {_iso(last)} — {shown}"
                     f"{' …' if len(partial) > N_EXAMPLES else ''}",
                     "check these entities: their entry or exit shifts the brand total, which the model reads as an effect; "
-                    "drop them or add a control", [ENTITY_COL])
+                    "drop them or add a control", ctx.entity_cols)
 
 
 def _check_entity_rows(ctx: _Ctx) -> None:
@@ -781,7 +1011,7 @@ def _check_entity_rows(ctx: _Ctx) -> None:
         ctx.add("warning", "ENTITY_FEW_ROWS",
                 f"{_n(len(few), 'entity', 'entities')} {'has' if len(few) == 1 else 'have'} fewer than half the median {med:g} rows per entity ({shown}"
                 f"{' …' if len(few) > N_EXAMPLES else ''})",
-                "check whether their data is incomplete; drop them if they are not part of the brand", [ENTITY_COL],
+                "check whether their data is incomplete; drop them if they are not part of the brand", ctx.entity_cols,
                 np.flatnonzero(ctx.entity.isin(few.index).to_numpy()), entities=few.to_dict())
 
 
@@ -791,13 +1021,15 @@ def _check_entity_rows(ctx: _Ctx) -> None:
 def _build_brand(ctx: _Ctx) -> None:
     if not ctx.time_ok or ctx.win is None:
         return
-    cols = ctx.numeric_roles()
+    cols = ctx.brand_cols()
     frame = pd.DataFrame({c: ctx.num[c].to_numpy() for c in cols})
-    frame[PERIOD_COL] = ctx.aligned.to_numpy()
+    key = "__period__"  # not a name a role column can have
+    frame[key] = ctx.aligned.to_numpy()
     agg = {c: "sum" for c in cols}
     for c in ctx.present(ctx.roles["controls"]):
         agg[c] = ctx.control_agg.get(c, "mean")
-    ctx.brand = frame.groupby(PERIOD_COL, sort=True).agg(agg) if cols else frame.groupby(PERIOD_COL).size().to_frame("n")
+    ctx.brand = frame.groupby(key, sort=True).agg(agg) if cols else frame.groupby(key).size().to_frame("n")
+    ctx.brand.index.name = PERIOD_COL
 
 
 def _check_windows(ctx: _Ctx) -> None:
@@ -818,19 +1050,19 @@ def _check_windows(ctx: _Ctx) -> None:
                 f"({w.estimation_months} months before the end {_iso(ctx.win['end'])}): estimation gets only {n_est} {g}s "
                 "and there is no carryover warm-up",
                 "add history or shorten windows.estimation_months; carryover needs data before the estimation window",
-                [PERIOD_COL], first=_iso(first), estimation_start=_iso(ctx.win["estimation_start"]))
+                [ctx.period_col], first=_iso(first), estimation_start=_iso(ctx.win["estimation_start"]))
     elif w.carryover_months > 0 and first > ctx.win["carryover_start"]:
         n_carry = int(((periods >= ctx.win["carryover_start"]) & (periods < ctx.win["estimation_start"])).sum())
         ctx.add("warning", "SHORT_HISTORY",
                 f"data starts {_iso(first)}, after the carryover window's start {_iso(ctx.win['carryover_start'])}: "
                 f"carryover has {n_carry} {g}s instead of {w.carryover_months} months",
                 "add history or shorten windows.carryover_months (early adstock is slightly understated)",
-                [PERIOD_COL], first=_iso(first), carryover_start=_iso(ctx.win["carryover_start"]))
+                [ctx.period_col], first=_iso(first), carryover_start=_iso(ctx.win["carryover_start"]))
     if n_est < n_params:
         ctx.add("error", "TOO_FEW_PERIODS",
                 f"the estimation window has {n_est} {g}s but the model has {n_params} parameters ({parts})",
                 "add history, lengthen windows.estimation_months, or use fewer drivers, controls or seasonality terms",
-                [PERIOD_COL], n_estimation=n_est, n_parameters=n_params)
+                [ctx.period_col], n_estimation=n_est, n_parameters=n_params)
     else:
         ratio = n_est / n_params
         msg = f"{n_est} estimation {g}s for {n_params} model parameters ({parts}): {ratio:.1f} periods per parameter"
@@ -870,11 +1102,11 @@ def _check_constant(ctx: _Ctx) -> None:
     if t in frame:
         s = state(t)
         if s == "zero":
-            ctx.add("error", "TARGET_ALL_ZERO", f"target {t!r} is 0 everywhere {where}",
-                    "check the target column (wrong column or an export problem)", [t])
+            ctx.add("error", "TARGET_ALL_ZERO", f"target {ctx.target_label} is 0 everywhere {where}",
+                    "check the target column (wrong column or an export problem)", ctx.cmap.target_sources)
         elif s == "constant":
-            ctx.add("error", "TARGET_CONSTANT", f"target {t!r} is constant ({frame[t].iloc[0]:g}) {where}",
-                    "check the target column: a constant series has nothing to explain", [t])
+            ctx.add("error", "TARGET_CONSTANT", f"target {ctx.target_label} is constant ({frame[t].iloc[0]:g}) {where}",
+                    "check the target column: a constant series has nothing to explain", ctx.cmap.target_sources)
     for d in ctx.present(ctx.roles["drivers"]):
         s = state(d)
         if s == "zero":
@@ -910,7 +1142,7 @@ def _check_spend_mapping(ctx: _Ctx) -> None:
             why = (f"{act!r} is in the data but not in drivers" if act in cols else f"there is no {act!r} column")
             ctx.add("info", "SPEND_WITHOUT_DRIVER", f"spend column {c!r} matches no driver ({why})",
                     "add its activity column to drivers, or map it with spend_cols, if it should be modelled", [c])
-    used = {ENTITY_COL, PERIOD_COL, *ctx.numeric_roles()}
+    used = {*ctx.key_cols, *ctx.numeric_roles()}
     unused = [c for c in cols if c not in used and not c.startswith("spend_")]
     if unused:
         ctx.add("info", "UNUSED_COLUMN", f"{_n(len(unused), 'column')} {'is' if len(unused) == 1 else 'are'} not used by this spec: {', '.join(map(repr, unused[:10]))}"
@@ -948,6 +1180,44 @@ def _check_collinear(ctx: _Ctx) -> None:
                         [names[i], names[j]], correlation=r)
 
 
+def vif(frame: pd.DataFrame) -> pd.Series:
+    """Variance inflation factor of each column: ``1 / (1 - R²)`` of its regression on the others.
+
+    Columns with no variation are left out; an exact linear dependence gives ``inf``.
+    """
+    x = frame.astype(float).replace([np.inf, -np.inf], np.nan).dropna()
+    x = x.loc[:, x.std() > 0]
+    z = ((x - x.mean()) / x.std()).to_numpy()
+    out = {}
+    for j, name in enumerate(x.columns):
+        others = np.delete(z, j, axis=1)
+        design = np.column_stack([np.ones(len(z)), others])
+        coef, *_ = np.linalg.lstsq(design, z[:, j], rcond=None)
+        resid = z[:, j] - design @ coef
+        unexplained = float(resid @ resid) / float(z[:, j] @ z[:, j])
+        out[name] = np.inf if unexplained < 1e-10 else 1.0 / unexplained
+    return pd.Series(out, dtype=float)
+
+
+def _check_vif(ctx: _Ctx) -> None:
+    frame, where = _window_frame(ctx)
+    cols = [c for c in ctx.present([*ctx.roles["drivers"], *ctx.roles["controls"]]) if c in frame]
+    if len(cols) < 2 or len(frame) < len(cols) + 2:
+        return
+    v = vif(frame[cols])
+    if len(v) < 2:
+        return
+    high = v[v > VIF_HIGH].sort_values(ascending=False)
+    if len(high):
+        shown = ", ".join(f"{c!r}: {'∞' if not np.isfinite(x) else f'{x:.1f}'}" for c, x in high.items())
+        ctx.add("warning", "HIGH_VIF",
+                f"{_n(len(high), 'driver/control column')} {'is' if len(high) == 1 else 'are'} largely explained by the "
+                f"other drivers and controls {where} — variance inflation factor above {VIF_HIGH:g}: {shown}",
+                "their separate effects (and ROI) will be uncertain or unstable: drop or combine overlapping drivers "
+                "(e.g. channels always bought together), or remove controls that restate a driver",
+                list(high.index), vif={c: (None if not np.isfinite(x) else float(x)) for c, x in v.items()})
+
+
 def _check_outliers(ctx: _Ctx) -> None:
     t = ctx.target
     if t not in ctx.num or ctx.entity is None:
@@ -967,10 +1237,10 @@ def _check_outliers(ctx: _Ctx) -> None:
             for r in hit[:N_EXAMPLES]
         )
         ctx.add("warning", "SALES_OUTLIER",
-                f"target {t!r} has {_n(len(hit), 'extreme value')} (robust z of log {t} > {OUTLIER_Z:g} within the entity): {'row' if len(hit) == 1 else 'rows'} {shown}"
+                f"target {ctx.target_label} has {_n(len(hit), 'extreme value')} (robust z of log {t} > {OUTLIER_Z:g} within the entity): {'row' if len(hit) == 1 else 'rows'} {shown}"
                 f"{' …' if len(hit) > N_EXAMPLES else ''}",
                 "check for entry errors (extra zeros, wrong units); real one-off events can stay (the Student-t likelihood "
-                "down-weights them) or be explained with a control", [t], hit, count=int(len(hit)))
+                "down-weights them) or be explained with a control", ctx.cmap.target_sources, hit, count=int(len(hit)))
 
 
 # --------------------------------------------------------------------------- validate
@@ -996,7 +1266,7 @@ def validate(df: pd.DataFrame, spec: RunSpec | None = None) -> ValidationReport:
         Findings (see the module docstring for every code), ``ok`` when there is no error.
     """
     ctx = _Ctx(df, spec)
-    report = ValidationReport(roles=ctx.roles, grain=ctx.grain, n_rows=int(len(df)))
+    report = ValidationReport(roles=ctx.roles, grain=ctx.grain, n_rows=int(len(df)), columns=ctx.cmap.to_dict())
     if df.shape[1] == 0 or len(df) == 0:
         ctx.add("error", "EMPTY_DATA", f"the table has {len(df)} rows and {df.shape[1]} columns",
                 "export the data again with a header row and data rows")
@@ -1010,10 +1280,14 @@ def validate(df: pd.DataFrame, spec: RunSpec | None = None) -> ValidationReport:
     ctx.df = df.reset_index(drop=True)
     ctx.columns = [str(c) for c in ctx.df.columns]
     ctx.df.columns = ctx.columns
+    if _check_delimiter(ctx):
+        report.findings = ctx.findings
+        return report
 
     _check_columns(ctx)
     _check_roles(ctx)
     _check_entity(ctx)
+    _check_encoding(ctx, df.attrs.get("source_format") or {})
     _check_dates(ctx)
     _check_numeric(ctx)
     _check_time(ctx)
@@ -1024,6 +1298,7 @@ def validate(df: pd.DataFrame, spec: RunSpec | None = None) -> ValidationReport:
     _check_constant(ctx)
     _check_spend_mapping(ctx)
     _check_collinear(ctx)
+    _check_vif(ctx)
     _check_outliers(ctx)
     if ctx.skipped:
         ctx.add("info", "CHECKS_SKIPPED", "skipped " + "; ".join(ctx.skipped),

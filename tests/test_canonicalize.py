@@ -286,3 +286,56 @@ def test_canonical_series_figure_has_a_panel_per_series():
     assert "act_digital: activity (no spend column, so no ROI)" in titles
     assert any(t.startswith("controls") for t in titles)
     assert len(fig.axes) == 5  # target, 2 drivers, controls + the spend twin axis of act_tv
+
+
+# --------------------------------------------------------------------------- foreign formats (columns mapping)
+
+
+def test_meridian_mapping_sums_revenue_over_geos_and_records_the_source_columns():
+    from mmm_lib.sample import meridian_like
+
+    raw = meridian_like(n_geos=3, n_weeks=104)
+    spec = parse_spec({
+        "data_path": "x.csv", "target_col": "conversions",
+        "columns": {"entity": "geo", "period": "time", "target_multiplier": "revenue_per_conversion"},
+        "drivers": ["Channel0_impression", "Channel1_impression"],
+        "spend_cols": {"Channel0_impression": "Channel0_spend", "Channel1_impression": "Channel1_spend"},
+        "controls": ["competitor_sales_control"], "windows": {"carryover_months": 3, "estimation_months": 18},
+    })
+    can, info = canonicalize(raw, spec)
+    assert list(can.columns) == ["entity_id", "period_start", "window", "revenue", "Channel0_impression",
+                                 "Channel1_impression", "Channel0_spend", "Channel1_spend", "competitor_sales_control"]
+    assert info["target"] == "revenue" and info["source_entities"] == ["Geo0", "Geo1", "Geo2"]
+    assert info["source_columns"] == {"entity": "geo", "period": "time", "target": "conversions",
+                                      "target_multiplier": "revenue_per_conversion", "target_name": "revenue"}
+    last = raw[raw["time"] == raw["time"].max()]
+    assert can["revenue"].iloc[-1] == pytest.approx((last["conversions"] * last["revenue_per_conversion"]).sum())
+    assert can["competitor_sales_control"].iloc[-1] == pytest.approx(last["competitor_sales_control"].mean())
+    assert info["aggregation"]["revenue"] == "sum"
+
+
+def test_robyn_mapping_one_series_with_spend_only_drivers():
+    from mmm_lib.sample import robyn_like
+
+    raw = robyn_like(n_weeks=156)
+    spec = parse_spec({
+        "data_path": "x.csv", "target_col": "revenue", "columns": {"entity": None, "period": "DATE"},
+        "drivers": ["tv_S", "facebook_I"], "spend_cols": {"tv_S": "tv_S", "facebook_I": "facebook_S"},
+        "controls": ["newsletter"], "windows": {"carryover_months": 6, "estimation_months": 24},
+    })
+    can, info = canonicalize(raw, spec)
+    assert info["n_source_entities"] == 1 and info["spend"] == {"tv_S": "tv_S", "facebook_I": "facebook_S"}
+    assert list(can.columns) == ["entity_id", "period_start", "window", "revenue", "tv_S", "facebook_I", "facebook_S",
+                                 "newsletter"]
+    assert can["revenue"].to_numpy() == pytest.approx(raw["revenue"].to_numpy()[-len(can):])
+    assert aggregation_table(info).set_index("column").loc["tv_S", "spend column"].startswith("tv_S (itself")
+
+
+def test_missing_mapped_column_raises_naming_it():
+    from mmm_lib.columns import ColumnMappingError
+
+    raw = make_panel().rename(columns={"period_start": "period_start_date"})
+    with pytest.raises(ColumnMappingError, match=r"'period_start' \(columns.period in the spec\).*did you mean 'period_start_date'"):
+        canonicalize(raw, spec_for())
+    can, info = canonicalize(raw, spec_for(columns={"period": "period_start_date"}))
+    assert len(can) == 130 and info["source_columns"]["period"] == "period_start_date"

@@ -75,3 +75,18 @@ def test_yaml_is_loaded_safely(tmp_path):
 def test_missing_spec_file_message(tmp_path):
     with pytest.raises(SpecError, match="run spec not found"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_columns_section_defaults_to_the_seed_names_and_takes_overrides(tmp_path):
+    spec = parse_spec({"dataset_id": "d1", "drivers": ["act_tv"]})
+    assert spec.columns.entity == "entity_id" and spec.columns.period == "period_start"
+    assert spec.columns.target_multiplier is None and spec.modelled_target == "sales"
+    p = tmp_path / "s.yaml"
+    p.write_text("data_path: d.csv\ntarget_col: conversions\ndrivers: [tv_S]\nspend_cols: {tv_S: tv_S}\n"
+                 "columns: {entity: geo, period: time, target_multiplier: revenue_per_conversion}\n")
+    spec = load_spec(p, ["columns.entity=null", "columns.period=DATE"])
+    assert spec.columns.entity is None and spec.columns.period == "DATE"
+    assert spec.modelled_target == "revenue" and spec.spend_cols == {"tv_S": "tv_S"}
+    assert load_spec(p, ["columns.target_name=gmv"]).modelled_target == "gmv"
+    with pytest.raises(SpecError, match="unknown key 'columns.entiy' — did you mean 'entity'"):
+        load_spec(p, ["columns.entiy=geo"])

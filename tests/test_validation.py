@@ -594,3 +594,251 @@ def test_without_spec_window_checks_wait_for_the_run():
     assert not {"SHORT_HISTORY", "TOO_FEW_PERIODS", "LOW_DATA_PARAMETER_RATIO", "DATA_PARAMETER_RATIO"} & set(report.codes())
     assert find(report, "BRAND_PERIOD_GAP").severity == "warning"
     assert report.ok
+
+
+# --------------------------------------------------------------------------- foreign formats (the spec's `columns` mapping)
+
+
+def meridian_frame(n_geos: int = 3, n_weeks: int = 104) -> pd.DataFrame:
+    from mmm_lib.sample import meridian_like
+
+    return meridian_like(n_geos=n_geos, n_weeks=n_weeks)
+
+
+def meridian_spec(**kw):
+    raw = {"data_path": "x.csv", "target_col": "conversions",
+           "columns": {"entity": "geo", "period": "time", "target_multiplier": "revenue_per_conversion"},
+           "drivers": ["Channel0_impression", "Channel1_impression"],
+           "spend_cols": {"Channel0_impression": "Channel0_spend", "Channel1_impression": "Channel1_spend"},
+           "controls": ["competitor_sales_control"], "windows": {"carryover_months": 3, "estimation_months": 18}}
+    raw.update(kw)
+    return parse_spec(raw)
+
+
+def robyn_frame(n_weeks: int = 156) -> pd.DataFrame:
+    from mmm_lib.sample import robyn_like
+
+    return robyn_like(n_weeks=n_weeks)
+
+
+def robyn_spec(**kw):
+    raw = {"data_path": "x.csv", "target_col": "revenue", "columns": {"entity": None, "period": "DATE"},
+           "drivers": ["tv_S", "ooh_S", "search_S", "facebook_I"],
+           "spend_cols": {"tv_S": "tv_S", "ooh_S": "ooh_S", "search_S": "search_S", "facebook_I": "facebook_S"},
+           "controls": ["competitor_sales_B", "newsletter"], "windows": {"carryover_months": 6, "estimation_months": 24}}
+    raw.update(kw)
+    return parse_spec(raw)
+
+
+def test_meridian_shaped_file_passes_through_the_mapping():
+    report = validate(meridian_frame(), meridian_spec())
+    assert report.ok, report.table()
+    assert set(report.codes()) == {"DATA_PARAMETER_RATIO", "UNUSED_COLUMN"}  # population is not used
+    assert report.roles["target"] == "revenue" and report.n_entities == 3
+    v = dict(zip(*report.overview_table()[["item", "value"]].to_dict("list").values()))
+    assert v["entity column"] == "geo" and v["period column"] == "time"
+    assert v["target"] == "revenue = conversions × revenue_per_conversion"
+    s = report.summary()
+    assert s["columns"]["target_multiplier"] == "revenue_per_conversion" and "source" not in s
+
+
+def test_robyn_shaped_file_is_one_entity_and_spend_only_drivers_are_their_own_spend():
+    report = validate(robyn_frame(), robyn_spec())
+    assert report.ok, report.table()
+    assert report.codes() == ["DATA_PARAMETER_RATIO"]  # no ROLE_CONFLICT for tv_S: tv_S
+    assert report.n_entities == 1 and report.n_periods == 156
+
+
+def test_missing_mapped_columns_are_named_as_in_the_spec_with_close_matches():
+    df = meridian_frame().rename(columns={"geo": "Geo", "time": "week", "revenue_per_conversion": "rev_per_conversion"})
+    report = validate(df, meridian_spec())
+    hits = [f for f in report.findings if f.code == "MISSING_REQUIRED_COLUMN"]
+    assert [f.columns for f in hits] == [["geo"], ["time"], ["revenue_per_conversion"]]
+    assert "entity column 'geo' (columns.entity in the spec) is missing — did you mean 'Geo'?" in hits[0].message
+    assert "columns.period" in hits[1].remedy and "columns.entity: null" in hits[0].remedy
+    assert "did you mean 'rev_per_conversion'" in hits[2].message
+
+
+def test_seed_file_without_entity_column_is_told_about_columns_entity_null():
+    f = find(validate(make_panel(n_entities=1).drop(columns=["entity_id"]), make_spec()), "MISSING_REQUIRED_COLUMN")
+    assert f.columns == ["entity_id"] and "columns.entity: null" in f.remedy
+
+
+def test_date_and_value_messages_use_the_files_own_names():
+    df = meridian_frame().astype({"time": object, "revenue_per_conversion": object})
+    df.loc[4, "time"] = "next week"
+    df.loc[7, "revenue_per_conversion"] = -3.0
+    report = validate(df, meridian_spec())
+    f = find(report, "DATE_UNPARSEABLE")
+    assert f.message.startswith("column 'time' has 1 value") and f.columns == ["time"] and f.rows == [4]
+    f = find(report, "NEGATIVE_VALUE")
+    assert "'revenue_per_conversion' (target multiplier)" in f.message and f.rows == [7]
+
+
+def test_duplicate_period_in_a_one_series_file_names_the_date_column():
+    df = robyn_frame()
+    df = pd.concat([df, df.iloc[[10]]], ignore_index=True)
+    f = find(validate(df, robyn_spec()), "DUPLICATE_PERIOD")
+    assert "repeat a 'DATE' date" in f.message and f.columns == ["DATE"]
+
+
+def test_constant_product_target_is_reported_with_its_sources():
+    df = meridian_frame(n_geos=1)
+    df["conversions"] = 10.0
+    df["revenue_per_conversion"] = 2.0
+    f = find(validate(df, meridian_spec()), "TARGET_CONSTANT")
+    assert "'revenue' (= conversions × revenue_per_conversion)" in f.message
+    assert f.columns == ["conversions", "revenue_per_conversion"]
+
+
+def test_role_conflicts_under_a_mapping():
+    f = find(validate(meridian_frame(), meridian_spec(controls=["geo"])), "ROLE_CONFLICT")
+    assert "'geo'" in f.message and "entity key" in f.message
+    # a driver may be its own spend, but not another driver's spend
+    spec = robyn_spec(spend_cols={"tv_S": "ooh_S"})
+    f = find(validate(robyn_frame(), spec), "ROLE_CONFLICT")
+    assert "'ooh_S'" in f.message and "spend of tv_S" in f.message
+
+
+def test_load_raw_keeps_mapped_key_columns_as_text(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("geo,time,conversions\n001,20220103,1\n002,20220103,2\n")
+    spec = parse_spec({"data_path": "x.csv", "drivers": ["a"], "target_col": "conversions",
+                       "columns": {"entity": "geo", "period": "time"}})
+    got = load_raw(p, spec)
+    assert got["geo"].tolist() == ["001", "002"] and got["time"].tolist() == ["20220103", "20220103"]
+    assert got.attrs["source_format"]["delimiter"] == ","
+
+
+# --------------------------------------------------------------------------- VIF, delimiter, encoding
+
+
+def test_high_vif_names_the_columns_and_values():
+    df = make_panel()
+    rng = np.random.default_rng(3)
+    # a control that nearly restates the two drivers (each entity's mix, plus a little noise)
+    df["ctrl_media_mix"] = 0.5 * df["act_tv"] + 0.5 * df["act_digital"] + rng.normal(0, 20, len(df))
+    report = validate(df, make_spec(controls=["ctrl_price_index", "ctrl_media_mix"]))
+    f = find(report, "HIGH_VIF")
+    assert f.severity == "warning"
+    assert set(f.columns) == {"act_tv", "act_digital", "ctrl_media_mix"}
+    assert "variance inflation factor above 10" in f.message and "estimation window" in f.message
+    assert f.details["vif"]["ctrl_media_mix"] > 10 > f.details["vif"]["ctrl_price_index"]
+    assert f"'ctrl_media_mix': {f.details['vif']['ctrl_media_mix']:.1f}" in f.message
+
+
+def test_vif_is_one_for_independent_columns_and_inf_for_exact_dependence():
+    from mmm_lib.validation import vif
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(2000, 3)), columns=list("abc"))
+    assert vif(x).to_numpy() == pytest.approx([1, 1, 1], abs=0.02)
+    x["d"] = x["a"] + 2 * x["b"]
+    assert np.isinf(vif(x)["d"]) and np.isinf(vif(x)["a"]) and vif(x)["c"] == pytest.approx(1, abs=0.02)
+
+
+@pytest.mark.parametrize("sep, name", [(";", "';'"), ("\t", "tab"), ("|", "'|'")])
+def test_table_read_with_the_wrong_delimiter_is_reported_with_the_detected_one(sep, name):
+    df = make_panel(n_periods=5)
+    header = sep.join(df.columns)
+    one_column = pd.DataFrame({header: [sep.join(map(str, r)) for r in df.itertuples(index=False)]})
+    report = validate(one_column, make_spec())
+    assert report.codes() == ["WRONG_DELIMITER", "CHECKS_SKIPPED"]
+    f = report.findings[0]
+    assert f.severity == "error" and f.details["detected_delimiter"] == sep
+    assert f"the file is {name}-separated" in f.message and f"read it as {name}-separated" in f.remedy
+    assert f.details["fields"][:2] == ["entity_id", "period_start"]
+
+
+def test_mojibake_names_are_reported_with_the_fix():
+    df = make_panel().rename(columns={"ctrl_price_index": "ctrl_prix_Ã©tÃ©"})
+    df["entity_id"] = df["entity_id"].replace({"store_1": "MÃ¼nchen"})
+    f = find(validate(df, make_spec(controls=["ctrl_prix_Ã©tÃ©"])), "ENCODING_SUSPECT")
+    assert f.severity == "warning" and "'ctrl_prix_Ã©tÃ©'" in f.message and "'MÃ¼nchen'" in f.message
+    assert "UTF-8" in f.remedy and f.columns == ["ctrl_prix_Ã©tÃ©"]
+
+
+def test_non_utf8_file_is_read_and_its_guessed_encoding_reported(tmp_path):
+    df = make_panel(n_periods=160)
+    df["entity_id"] = df["entity_id"].replace({"store_1": "Zürich"})
+    p = tmp_path / "d.csv"
+    p.write_bytes(df.to_csv(index=False, sep=";").encode("cp1252"))
+    raw = load_raw(p)
+    assert raw.attrs["source_format"] == {"format": "csv", "delimiter": ";", "encoding": "cp1252"}
+    report = validate(raw, make_spec())
+    f = find(report, "ENCODING_SUSPECT")
+    assert f.severity == "info" and "read as cp1252" in f.message and "'Zürich'" in f.message
+    assert report.ok
+
+
+def test_utf16_without_bom_is_read(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_bytes("entity_id,period_start,sales\nx,2022-01-03,1\n".encode("utf-16-le"))
+    got = load_raw(p)
+    assert list(got.columns) == ["entity_id", "period_start", "sales"] and got.attrs["source_format"]["encoding"] == "utf-16-le"
+
+
+def test_unsupported_separator_is_named(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("entity_id period_start sales\nx 2022-01-03 1\n")
+    with pytest.raises(DataFormatError, match="separated by space, which is not supported"):
+        load_raw(p)
+
+
+# --------------------------------------------------------------------------- the source file is kept
+
+
+def test_keep_source_copies_bytes_with_checksum(tmp_path):
+    import hashlib
+
+    from mmm_lib.storage import open_run
+    from mmm_lib.validation import keep_source
+
+    data = gzip.compress(make_panel(n_periods=5).to_csv(index=False).encode())
+    (tmp_path / "My Data.CSV.GZ").write_bytes(data)
+    (tmp_path / "spec.yaml").write_text("data_path: My Data.CSV.GZ\ndrivers: [act_tv]\n")
+    run = open_run(tmp_path / "spec.yaml", "kept", create=True)
+    src = keep_source(run)
+    assert src["file"] == "source.csv.gz" and src["bytes"] == len(data)
+    assert src["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (run.dir / "source.csv.gz").read_bytes() == data
+    assert validate(load_raw(run.dir / "source.csv.gz"), run.spec).n_rows == 15
+
+
+def test_keep_source_of_a_dataset_reports_its_checksum(tmp_path, outputs_root):
+    from mmm_lib.datasets import add_dataset
+    from mmm_lib.storage import open_run
+    from mmm_lib.validation import keep_source
+
+    p = tmp_path / "d.csv"
+    make_panel(n_periods=5).to_csv(p, index=False)
+    meta = add_dataset(p, "ds1")
+    (tmp_path / "spec.yaml").write_text("dataset_id: ds1\ndrivers: [act_tv]\n")
+    src = keep_source(open_run(tmp_path / "spec.yaml", "from_ds", create=True))
+    assert src == {"dataset_id": "ds1", "file": "source.csv", "sha256": meta["sha256"], "bytes": meta["bytes"]}
+    assert not (outputs_root / "runs" / "from_ds" / "source.csv").exists()
+
+
+def test_every_code_is_documented_in_the_module_and_the_readme():
+    import inspect
+    import re
+    from pathlib import Path
+
+    import mmm_lib.validation as v
+
+    documented = re.findall(r"^\| ([A-Z_]+) \| (error|warning|info|warning / info|error / warning) \|", v.__doc__, re.M)
+    codes = [c for c, _ in documented]
+    emitted = set(re.findall(r'"(?:error|warning|info)", "([A-Z_]+)"', inspect.getsource(v))) | {"BRAND_PERIOD_GAP"}
+    assert emitted == set(codes)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Validation checks", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^\| ([A-Z_]+) \|", section, re.M) == codes
+
+
+def test_meridian_parquet_with_datetime_time_column_validates(tmp_path):
+    df = meridian_frame()
+    df["time"] = pd.to_datetime(df["time"])
+    p = tmp_path / "geo.parquet"
+    df.to_parquet(p, index=False)
+    report = validate(load_raw(p, meridian_spec()), meridian_spec())
+    assert report.ok and report.n_periods == 104 and report.date_start == "2021-01-25"
