@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from mmm_lib.spec import parse_spec
+from panels import make_panel
 from mmm_lib.validation import (
     DataFormatError,
     DataValidationError,
@@ -20,30 +21,6 @@ from mmm_lib.validation import (
 
 DRIVERS = ["act_tv", "act_digital"]
 CONTROLS = ["ctrl_price_index"]
-
-
-def make_panel(n_entities: int = 3, n_periods: int = 160, start: str = "2022-01-03", freq: str = "7D",
-               seed: int = 0) -> pd.DataFrame:
-    """Seed-format panel: entities x periods with two drivers, their spend and a price control."""
-    rng = np.random.default_rng(seed)
-    dates = pd.date_range(start, periods=n_periods, freq=freq)
-    frames = []
-    for e in range(n_entities):
-        tv = rng.gamma(2.0, 1000.0, n_periods)
-        dig = rng.gamma(3.0, 500.0, n_periods)
-        price = 100 + rng.normal(0, 2, n_periods)
-        sales = 1000 * (e + 1) + 0.1 * tv + 0.2 * dig - 3 * price + rng.normal(0, 20, n_periods)
-        frames.append(pd.DataFrame({
-            "entity_id": f"store_{e + 1}",
-            "period_start": dates.strftime("%Y-%m-%d"),
-            "sales": sales,
-            "act_tv": tv,
-            "act_digital": dig,
-            "spend_tv": tv * 0.02,
-            "spend_digital": dig * 0.05,
-            "ctrl_price_index": price,
-        }))
-    return pd.concat(frames, ignore_index=True)
 
 
 def make_spec(**kw):
