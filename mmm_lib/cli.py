@@ -45,7 +45,7 @@ def _cmd_datasets(a: argparse.Namespace) -> int:
     from . import datasets as ds
 
     if a.action == "add":
-        meta = ds.add_dataset(a.path, a.id, force=a.force)
+        meta = ds.add_dataset(a.path, a.id, force=a.force, spec_path=a.spec)
         if not meta["validation_ok"]:
             _err(f"warning: dataset {a.id!r} has validation errors; `mmm datasets show {a.id}` lists them")
         _print_json(meta)
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("path")
     x.add_argument("--id", required=True)
     x.add_argument("--force", action="store_true", help="replace an existing dataset with this id")
+    x.add_argument("--spec", help="run spec whose `columns` mapping describes the file (Meridian/Robyn exports)")
     dsub.add_parser("list")
     for name in ("show", "columns"):
         dsub.add_parser(name).add_argument("id")

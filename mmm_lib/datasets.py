@@ -23,12 +23,21 @@ from .storage import (
 )
 
 
-def add_dataset(path: str | Path, dataset_id: str, *, force: bool = False) -> dict[str, Any]:
+def add_dataset(path: str | Path, dataset_id: str, *, force: bool = False, spec_path: str | Path | None = None
+                ) -> dict[str, Any]:
     """Store an uploaded file as dataset ``dataset_id`` and validate its structure.
 
     Keeps ``source.<ext>`` byte-for-byte with its SHA-256 in ``metadata.json``, writes
     ``raw_data.parquet`` and ``validation_summary.json``. Returns the metadata.
+
+    Parameters
+    ----------
+    spec_path
+        A run spec whose ``columns`` mapping, drivers and controls describe a file that is not in
+        the seed's naming (a Meridian or Robyn export); without it roles come from the seed's
+        column names and prefixes.
     """
+    from .spec import load_spec
     from .validation import load_raw, parquet_safe, validate
 
     validate_id(dataset_id, "dataset_id")
@@ -39,8 +48,10 @@ def add_dataset(path: str | Path, dataset_id: str, *, force: bool = False) -> di
     if folder.exists() and not force:
         raise FileExistsError(f"dataset {dataset_id!r} already exists; use --force to replace it or pick another --id")
     data = src.read_bytes()
-    df = load_raw(src)
-    report = validate(df)
+    # The spec describes the file's columns; its own data_path/dataset_id are not used here.
+    spec = load_spec(spec_path) if spec_path is not None else None
+    df = load_raw(src, spec)
+    report = validate(df, spec)
     if folder.exists():
         shutil.rmtree(folder)
     ext = src.suffix.lower() or ".dat"
@@ -57,6 +68,7 @@ def add_dataset(path: str | Path, dataset_id: str, *, force: bool = False) -> di
         "n_rows": int(len(df)),
         "columns": [str(c) for c in df.columns],
         "created_at": now_iso(),
+        "validated_with_spec": None if spec_path is None else str(spec_path),
         "validation_ok": bool(summary.get("ok")),
         "counts": summary.get("counts"),
     }

@@ -94,3 +94,29 @@ def test_sample_command_writes_data_and_truth(tmp_path, capsys):
     out, truth = tmp_path / "s.csv", tmp_path / "t.json"
     assert main(["sample", "--out", str(out), "--truth", str(truth), "--entities", "2", "--periods", "120"]) == 0
     assert out.is_file() and "roi" in json.loads(truth.read_text())
+
+
+def test_datasets_add_with_a_spec_validates_a_foreign_format(tmp_path, capsys):
+    import yaml
+
+    from mmm_lib.sample import meridian_like
+
+    csv = tmp_path / "geo_media.csv"
+    frame = meridian_like()
+    frame["geo"] = "00" + frame["geo"].astype(str)  # ids with leading zeros must survive
+    frame.to_csv(csv, index=False)
+    spec = tmp_path / "meridian.yaml"
+    spec.write_text(yaml.safe_dump({
+        "data_path": "geo_media.csv", "target_col": "conversions",
+        "columns": {"entity": "geo", "period": "time", "target_multiplier": "revenue_per_conversion"},
+        "drivers": ["Channel0_impression", "Channel1_impression"],
+        "spend_cols": {"Channel0_impression": "Channel0_spend", "Channel1_impression": "Channel1_spend"},
+        "controls": ["competitor_sales_control"]}))
+    # Without the mapping the seed's names are missing; with it the file is valid.
+    assert main(["datasets", "add", str(csv), "--id", "plain"]) == 0
+    assert _json(capsys)["validation_ok"] is False
+    assert main(["datasets", "add", str(csv), "--id", "mer", "--spec", str(spec)]) == 0
+    meta = _json(capsys)
+    assert meta["validation_ok"] is True and meta["validated_with_spec"] == str(spec)
+    assert main(["datasets", "raw", "mer", "--limit", "1"]) == 0
+    assert str(_json(capsys)[0]["geo"]).startswith("00")
