@@ -18,7 +18,7 @@ import time
 
 IMPORTS = {
     "python (bare)": "pass",
-    "01/02 validation+canonicalize": "import mmm_lib.validation, mmm_lib.canonicalize, mmm_lib.plots.data",
+    "01/02 validation+canonicalize": "import mmm_lib.raw_io, mmm_lib.validation, mmm_lib.canonicalize, mmm_lib.plots.data",
     "03 features": "import mmm_lib.features, mmm_lib.plots.features",
     "05 diagnostics": "import mmm_lib.diagnostics, mmm_lib.plots.fit",
     "06 contributions": "import mmm_lib.contributions, mmm_lib.plots.contributions",

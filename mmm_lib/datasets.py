@@ -37,8 +37,9 @@ def add_dataset(path: str | Path, dataset_id: str, *, force: bool = False, spec_
         the seed's naming (a Meridian or Robyn export); without it roles come from the seed's
         column names and prefixes.
     """
+    from .raw_io import load_raw, parquet_safe
     from .spec import load_spec
-    from .validation import load_raw, parquet_safe, validate
+    from .validation import validate
 
     validate_id(dataset_id, "dataset_id")
     src = Path(path)

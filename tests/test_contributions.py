@@ -396,7 +396,7 @@ def test_roi_matches_the_sample_generators_known_truth():
     reproduce the truth that ``mmm_lib.sample`` computed on its own (no sampling here)."""
     from mmm_lib.canonicalize import canonicalize
     from mmm_lib.spec import load_spec
-    from mmm_lib.validation import load_raw
+    from mmm_lib.raw_io import load_raw
 
     repo = Path(__file__).resolve().parent.parent
     truth = json.loads((repo / "data" / "mmm_sample_small_truth.json").read_text())

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from mmm_lib.raw_io import load_raw, parquet_safe
 from mmm_lib.spec import parse_spec
 from panels import make_panel
-from mmm_lib.validation import (
-    DataFormatError,
-    DataValidationError,
-    load_raw,
-    parquet_safe,
-    validate,
-)
+from mmm_lib.validation import DataValidationError, validate
 
 DRIVERS = ["act_tv", "act_digital"]
 CONTROLS = ["ctrl_price_index"]
@@ -458,74 +452,7 @@ def test_overview_table():
     assert v["model parameters"] == "12" and v["estimation periods"] == "104"
 
 
-# --------------------------------------------------------------------------- load_raw
-
-
-@pytest.mark.parametrize("sep", [",", ";", "\t", "|"])
-def test_load_raw_detects_delimiter(tmp_path, sep):
-    df = make_panel(n_periods=5)
-    p = tmp_path / "d.csv"
-    df.to_csv(p, sep=sep, index=False)
-    got = load_raw(p)
-    assert list(got.columns) == list(df.columns)
-    assert len(got) == 15
-    assert got["sales"].dtype == np.float64
-
-
-@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "latin-1"])
-def test_load_raw_encodings(tmp_path, encoding):
-    p = tmp_path / "d.csv"
-    text = "entity_id,period_start,sales\nmünchen,2022-01-03,1.5\nköln,2022-01-10,2\n"
-    p.write_bytes(text.encode(encoding))
-    got = load_raw(p)
-    assert list(got.columns) == ["entity_id", "period_start", "sales"]  # no BOM left in the name
-    assert got["entity_id"].tolist() == ["münchen", "köln"]
-
-
-def test_load_raw_keeps_ids_and_tokens_as_written(tmp_path):
-    p = tmp_path / "d.csv"
-    p.write_text("entity_id , period_start,sales,act_tv\n001,2022-01-03,1,n/a\nNA,2022-01-10,2,\n")
-    got = load_raw(p)
-    assert list(got.columns) == ["entity_id", "period_start", "sales", "act_tv"]
-    assert got["entity_id"].tolist() == ["001", "NA"]
-    assert got["act_tv"].iloc[0] == "n/a" and pd.isna(got["act_tv"].iloc[1])
-
-
-def test_load_raw_parquet_and_gzip(tmp_path):
-    df = make_panel(n_periods=5)
-    pq = tmp_path / "d.parquet"
-    df.to_parquet(pq, index=False)
-    pd.testing.assert_frame_equal(load_raw(pq), df)
-    gz = tmp_path / "d.csv.gz"
-    gz.write_bytes(gzip.compress(df.to_csv(index=False).encode()))
-    assert len(load_raw(gz)) == 15
-
-
-@pytest.mark.parametrize(
-    "content, needle",
-    [(b"", "empty"), (b"   \n\n", "empty"), (b"entity_id,period_start,sales\n", "no data rows"),
-     (b"a:b:c\n1:2:3\n", "single column"), (b"entity_id,sales,sales\nx,1,2\n", "more than once"),
-     (b"entity_id,period_start,sales\nx,2022-01-03,1,5,6\ny,2022-01-10\n", "cannot be read")],
-)
-def test_load_raw_bad_files_name_file_and_fix(tmp_path, content, needle):
-    p = tmp_path / "bad.csv"
-    p.write_bytes(content)
-    with pytest.raises(DataFormatError) as exc:
-        load_raw(p)
-    assert needle in str(exc.value) and "bad.csv" in str(exc.value)
-
-
-def test_load_raw_missing_file_and_spreadsheet(tmp_path):
-    with pytest.raises(DataFormatError, match="not found"):
-        load_raw(tmp_path / "nope.csv")
-    x = tmp_path / "d.xlsx"
-    x.write_bytes(b"PK\x03\x04")
-    with pytest.raises(DataFormatError, match="save the sheet as CSV"):
-        load_raw(x)
-    bad = tmp_path / "d.parquet"
-    bad.write_bytes(b"not parquet")
-    with pytest.raises(DataFormatError, match="Parquet"):
-        load_raw(bad)
+# --------------------------------------------------------------------------- reading, then validating
 
 
 def test_csv_roundtrip_validates_and_parquet_safe(tmp_path):
@@ -677,16 +604,6 @@ def test_role_conflicts_under_a_mapping():
     assert "'ooh_S'" in f.message and "spend of tv_S" in f.message
 
 
-def test_load_raw_keeps_mapped_key_columns_as_text(tmp_path):
-    p = tmp_path / "d.csv"
-    p.write_text("geo,time,conversions\n001,20220103,1\n002,20220103,2\n")
-    spec = parse_spec({"data_path": "x.csv", "drivers": ["a"], "target_col": "conversions",
-                       "columns": {"entity": "geo", "period": "time"}})
-    got = load_raw(p, spec)
-    assert got["geo"].tolist() == ["001", "002"] and got["time"].tolist() == ["20220103", "20220103"]
-    assert got.attrs["source_format"]["delimiter"] == ","
-
-
 # --------------------------------------------------------------------------- VIF, delimiter, encoding
 
 
@@ -746,54 +663,6 @@ def test_non_utf8_file_is_read_and_its_guessed_encoding_reported(tmp_path):
     f = find(report, "ENCODING_SUSPECT")
     assert f.severity == "info" and "read as cp1252" in f.message and "'Zürich'" in f.message
     assert report.ok
-
-
-def test_utf16_without_bom_is_read(tmp_path):
-    p = tmp_path / "d.csv"
-    p.write_bytes("entity_id,period_start,sales\nx,2022-01-03,1\n".encode("utf-16-le"))
-    got = load_raw(p)
-    assert list(got.columns) == ["entity_id", "period_start", "sales"] and got.attrs["source_format"]["encoding"] == "utf-16-le"
-
-
-def test_unsupported_separator_is_named(tmp_path):
-    p = tmp_path / "bad.csv"
-    p.write_text("entity_id period_start sales\nx 2022-01-03 1\n")
-    with pytest.raises(DataFormatError, match="separated by space, which is not supported"):
-        load_raw(p)
-
-
-# --------------------------------------------------------------------------- the source file is kept
-
-
-def test_keep_source_copies_bytes_with_checksum(tmp_path):
-    import hashlib
-
-    from mmm_lib.storage import open_run
-    from mmm_lib.validation import keep_source
-
-    data = gzip.compress(make_panel(n_periods=5).to_csv(index=False).encode())
-    (tmp_path / "My Data.CSV.GZ").write_bytes(data)
-    (tmp_path / "spec.yaml").write_text("data_path: My Data.CSV.GZ\ndrivers: [act_tv]\n")
-    run = open_run(tmp_path / "spec.yaml", "kept", create=True)
-    src = keep_source(run)
-    assert src["file"] == "source.csv.gz" and src["bytes"] == len(data)
-    assert src["sha256"] == hashlib.sha256(data).hexdigest()
-    assert (run.dir / "source.csv.gz").read_bytes() == data
-    assert validate(load_raw(run.dir / "source.csv.gz"), run.spec).n_rows == 15
-
-
-def test_keep_source_of_a_dataset_reports_its_checksum(tmp_path, outputs_root):
-    from mmm_lib.datasets import add_dataset
-    from mmm_lib.storage import open_run
-    from mmm_lib.validation import keep_source
-
-    p = tmp_path / "d.csv"
-    make_panel(n_periods=5).to_csv(p, index=False)
-    meta = add_dataset(p, "ds1")
-    (tmp_path / "spec.yaml").write_text("dataset_id: ds1\ndrivers: [act_tv]\n")
-    src = keep_source(open_run(tmp_path / "spec.yaml", "from_ds", create=True))
-    assert src == {"dataset_id": "ds1", "file": "source.csv", "sha256": meta["sha256"], "bytes": meta["bytes"]}
-    assert not (outputs_root / "runs" / "from_ds" / "source.csv").exists()
 
 
 def test_every_code_is_documented_in_the_module_and_the_readme():
