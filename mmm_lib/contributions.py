@@ -536,7 +536,10 @@ def diagnostics_banner(run: Any) -> str:
 def roi_table(roi: dict[str, Any]) -> pd.DataFrame:
     """``roi_metrics`` channels as a table, one row per channel with spend."""
     cols = ["channel", "spend", "contribution", "contribution_low", "contribution_high", "roi", "roi_low", "roi_high"]
-    return pd.DataFrame(roi["channels"], columns=["channel", "spend_col", *cols[1:]])[cols].set_index("channel")
+    df = pd.DataFrame(roi["channels"], columns=["channel", "spend_col", *cols[1:]])[cols].set_index("channel")
+    # Money to whole units, ROI to 2 decimals: what a reader compares, not float noise.
+    return df.round({"spend": 0, "contribution": 0, "contribution_low": 0, "contribution_high": 0,
+                     "roi": 2, "roi_low": 2, "roi_high": 2})
 
 
 def contribution_table(summary: dict[str, Any]) -> pd.DataFrame:
@@ -546,7 +549,8 @@ def contribution_table(summary: dict[str, Any]) -> pd.DataFrame:
     df = pd.DataFrame(recs).set_index("component")
     for k in ("share", "share_low", "share_high"):
         df[k] = df[k] * 100.0
-    return df.rename(columns={"share": "share_%", "share_low": "share_low_%", "share_high": "share_high_%"})
+    df = df.rename(columns={"share": "share_%", "share_low": "share_low_%", "share_high": "share_high_%"})
+    return df.round({c: (1 if c.endswith("_%") else 0) for c in df.columns if df[c].dtype.kind == "f"})
 
 
 def fit_metrics_table(fit_metrics: dict[str, Any]) -> pd.DataFrame:
