@@ -1,7 +1,7 @@
 """HTML reports: one self-contained page per executed stage notebook, and the run's ``index.html``.
 
-Stage pages are nbconvert's ``lab`` template with figures embedded as base64, so one file can be
-emailed. Stakeholder pages hide code; ``*_code.html`` keep it for reviewers. Every user-supplied
+Stage pages are nbconvert's ``lab`` template (without its CDN scripts, see ``templates/``) with
+figures embedded as base64, so one file can be emailed and opened offline. Stakeholder pages hide code; ``*_code.html`` keep it for reviewers. Every user-supplied
 string in the index (ids, column names, channel names, errors) goes through :func:`html.escape`.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 from .status import STAGE_TITLES, STAGES
 from .storage import _atomic, read_json
 
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Cells that are plumbing, not content: papermill's injected parameters and our parameters cell.
 _REMOVE_TAGS = ("parameters", "injected-parameters", "remove_cell")
 
@@ -31,7 +32,8 @@ def export_html(notebook_path: Path, html_path: Path, *, hide_code: bool = True)
     c.HTMLExporter.preprocessors = ["nbconvert.preprocessors.TagRemovePreprocessor"]
     exporter = HTMLExporter(
         config=c,
-        template_name="lab",
+        template_name="mmm_report",  # lab, minus CDN scripts: the file is self-contained
+        extra_template_basedirs=[str(TEMPLATES)],
         exclude_input=hide_code,
         exclude_input_prompt=True,
         exclude_output_prompt=True,

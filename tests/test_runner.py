@@ -33,10 +33,15 @@ class _Tags(HTMLParser):
         super().__init__()
         self.imgs = 0
         self.text = []
+        self.external = []
 
     def handle_starttag(self, tag, attrs):
-        if tag == "img" and dict(attrs).get("src", "").startswith("data:image/png;base64"):
+        a = dict(attrs)
+        if tag == "img" and a.get("src", "").startswith("data:image/png;base64"):
             self.imgs += 1
+        for key in ("src", "href"):
+            if tag in ("script", "img", "link", "iframe") and (a.get(key) or "").startswith(("http:", "https:", "//")):
+                self.external.append(a[key])
 
     def handle_data(self, data):
         self.text.append(data)
@@ -77,6 +82,7 @@ def test_six_notebooks_produce_every_artifact_and_report(completed_run):
         assert "open_run(" not in "".join(p.text), f"{stage}: code shown in the stakeholder report"
         if stage != "01_validate":
             assert p.imgs >= 1, f"{stage}: no embedded figure"
+        assert not p.external, f"{stage}: report loads {p.external}; it must open offline"
         assert "open_run" in (res.run_dir / "reports" / f"{stage}_code.html").read_text()
     roi = json.loads((res.run_dir / "roi_metrics.json").read_text())
     assert roi["interval"] == 0.9
