@@ -111,6 +111,9 @@ def _read_csv(path: Path, text_columns: list[str] | None = None) -> pd.DataFrame
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         raise DataFormatError(f"data file {path}: the header names {dup} more than once; rename or drop the repeated columns")
+    if header and header[0] == "":
+        # pandas' default to_csv writes its index under an empty name: keep it, named as pandas does.
+        header[0] = "Unnamed: 0"
     if "" in header:
         raise DataFormatError(
             f"data file {path}: column {header.index('') + 1} of the header has no name; "

@@ -142,3 +142,16 @@ def test_keep_source_of_a_dataset_reports_its_checksum(tmp_path, outputs_root):
     src = keep_source(open_run(tmp_path / "spec.yaml", "from_ds", create=True))
     assert src == {"dataset_id": "ds1", "file": "source.csv", "sha256": meta["sha256"], "bytes": meta["bytes"]}
     assert not (outputs_root / "runs" / "from_ds" / "source.csv").exists()
+
+
+def test_pandas_index_column_with_empty_header_is_kept_as_unnamed(tmp_path):
+    """`DataFrame.to_csv()` writes its index under an empty name: a common export, not an error."""
+    p = tmp_path / "indexed.csv"
+    p.write_text(",entity_id,period_start,sales\n0,a,2024-01-01,1.5\n1,a,2024-01-08,2.5\n")
+    df = load_raw(p)
+    assert list(df.columns) == ["Unnamed: 0", "entity_id", "period_start", "sales"]
+    assert df["sales"].tolist() == [1.5, 2.5]
+    q = tmp_path / "hole.csv"
+    q.write_text("entity_id,,sales\na,x,1\n")
+    with pytest.raises(DataFormatError, match="column 2 of the header has no name"):
+        load_raw(q)
