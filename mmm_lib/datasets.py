@@ -16,6 +16,7 @@ from .storage import (
     outputs_root,
     read_json,
     read_parquet,
+    read_records,
     validate_id,
     write_bytes,
     write_json,
@@ -100,30 +101,27 @@ def show_dataset(dataset_id: str) -> dict[str, Any]:
 
 def raw_records(dataset_id: str, limit: int | None = None) -> list[dict[str, Any]]:
     show_dataset(dataset_id)
-    df = read_parquet(dataset_dir(dataset_id) / "raw_data.parquet")
-    if limit is not None:
-        df = df.head(limit)
-    import json
-
-    return json.loads(df.to_json(orient="records", date_format="iso"))
+    return read_records(dataset_dir(dataset_id) / "raw_data.parquet", limit)
 
 
 def column_types(dataset_id: str) -> dict[str, Any]:
-    """Column → role (target, driver, spend, control, id, other) and dtype, as the seed's /columns."""
-    show_dataset(dataset_id)
+    """Column → role (id, target, driver, spend, control, other) and dtype, as the seed's /columns.
+
+    Roles are the ones validation resolved when the dataset was added (the seed's names, or the
+    ``--spec`` mapping), so this never guesses differently from what was validated.
+    """
+    summary = show_dataset(dataset_id)["validation"]
+    roles, keys = summary.get("roles", {}), summary.get("columns", {})
+    role = {c: "id" for c in (keys.get("entity", "entity_id"), keys.get("period", "period_start")) if c}
+    role.update({c: "driver" for c in roles.get("drivers", [])})
+    role.update({c: "spend" for c in (roles.get("spend") or {}).values() if c})
+    role.update({c: "control" for c in roles.get("controls", [])})
+    for c in (keys.get("target", roles.get("target")), keys.get("target_multiplier")):
+        if c:
+            role[c] = "target"
     df = read_parquet(dataset_dir(dataset_id) / "raw_data.parquet")
-
-    def role(c: str) -> str:
-        if c in ("entity_id", "period_start"):
-            return "id"
-        if c == "sales":
-            return "target"
-        for prefix, r in (("act_", "driver"), ("spend_", "spend"), ("ctrl_", "control")):
-            if c.startswith(prefix):
-                return r
-        return "other"
-
-    return {"columns": [{"name": str(c), "role": role(str(c)), "dtype": str(df[c].dtype)} for c in df.columns]}
+    return {"columns": [{"name": str(c), "role": role.get(str(c), "other"), "dtype": str(df[c].dtype)}
+                        for c in df.columns]}
 
 
 def runs_using(dataset_id: str) -> list[str]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from typing import Any
 
-from .storage import ArtifactMissing, outputs_root, read_json, read_parquet, run_dir
+from .storage import ArtifactMissing, outputs_root, read_json, read_records, run_dir
 
 # KIND -> artifact(s), as the seed's /outputs/{run_id}/{kind} endpoints.
 OUTPUT_KINDS = {
@@ -20,10 +19,6 @@ OUTPUT_KINDS = {
     "features": "features.parquet",
     "canonical": "canonical_data.parquet",
 }
-
-
-def _records(path) -> list[dict[str, Any]]:
-    return json.loads(read_parquet(path).to_json(orient="records", date_format="iso"))
 
 
 def _existing(run_id: str):
@@ -78,9 +73,9 @@ def get_output(run_id: str, kind: str, fmt: str = "summary") -> Any:
         if kind == "contributions":
             if fmt not in ("summary", "timeseries"):
                 raise ValueError(f"--format {fmt!r}: use summary or timeseries")
-            return read_json(d / "contribution_summary.json") if fmt == "summary" else _records(d / "contributions.parquet")
+            return read_json(d / "contribution_summary.json") if fmt == "summary" else read_records(d / "contributions.parquet")
         if kind == "fitted":
-            return {"metrics": read_json(d / "fit_metrics.json"), "fitted": _records(d / "fitted.parquet")}
+            return {"metrics": read_json(d / "fit_metrics.json"), "fitted": read_records(d / "fitted.parquet")}
         if kind == "summary":
             out: dict[str, Any] = {"status": read_json(d / "status.json"), "spec": read_json(d / "run_spec.json")}
             for key, name in (("fit_metrics", "fit_metrics.json"), ("roi", "roi_metrics.json"),
@@ -91,6 +86,6 @@ def get_output(run_id: str, kind: str, fmt: str = "summary") -> Any:
                 out["diagnostics"] = {k: out["diagnostics"].get(k) for k in ("passed", "metrics")}
             return out
         name = OUTPUT_KINDS[kind]
-        return _records(d / name) if name.endswith(".parquet") else read_json(d / name)
+        return read_records(d / name) if name.endswith(".parquet") else read_json(d / name)
     except ArtifactMissing as e:
         raise ArtifactMissing(f"run {run_id!r} has no {kind} output yet ({e}); check `mmm runs status {run_id}`") from None

@@ -125,6 +125,14 @@ def read_parquet(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def read_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """A parquet artifact as JSON-able records (dates in ISO format), what the CLI prints."""
+    df = read_parquet(path)
+    if limit is not None:
+        df = df.head(limit)
+    return json.loads(df.to_json(orient="records", date_format="iso"))
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
     return _atomic(path, lambda p: p.write_bytes(data))
 

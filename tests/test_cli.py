@@ -120,3 +120,7 @@ def test_datasets_add_with_a_spec_validates_a_foreign_format(tmp_path, capsys):
     assert meta["validation_ok"] is True and meta["validated_with_spec"] == str(spec)
     assert main(["datasets", "raw", "mer", "--limit", "1"]) == 0
     assert str(_json(capsys)[0]["geo"]).startswith("00")
+    assert main(["datasets", "columns", "mer"]) == 0
+    roles = {c["name"]: c["role"] for c in _json(capsys)["columns"]}
+    assert roles["geo"] == roles["time"] == "id" and roles["Channel0_impression"] == "driver"
+    assert roles["Channel0_spend"] == "spend" and roles["conversions"] == "target" and roles["population"] == "other"
