@@ -19,13 +19,13 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 _REMOVE_TAGS = ("parameters", "injected-parameters", "remove_cell")
 
 
-def export_html(notebook_path: Path, html_path: Path, *, hide_code: bool = True) -> Path:
-    """Render an executed notebook to one self-contained HTML file (figures embedded)."""
+def export_html(notebook: Any, html_path: Path, *, hide_code: bool = True) -> Path:
+    """Render an executed notebook (a path or an already-read NotebookNode) to one self-contained HTML file."""
     import nbformat
     from nbconvert import HTMLExporter
     from traitlets.config import Config
 
-    nb = nbformat.read(str(notebook_path), as_version=4)
+    nb = nbformat.read(str(notebook), as_version=4) if isinstance(notebook, (str, Path)) else notebook
     c = Config()
     c.TagRemovePreprocessor.enabled = True
     c.TagRemovePreprocessor.remove_cell_tags = _REMOVE_TAGS

@@ -150,8 +150,11 @@ def _reason(exc: BaseException) -> tuple[str, str]:
 
 
 def _render(folder: Path, stage: str) -> None:
-    nb = folder / "notebooks" / f"{stage}.ipynb"
-    if nb.exists():
+    import nbformat
+
+    path = folder / "notebooks" / f"{stage}.ipynb"
+    if path.exists():
+        nb = nbformat.read(str(path), as_version=4)  # read once, render twice
         report.export_html(nb, folder / "reports" / f"{stage}.html", hide_code=True)
         report.export_html(nb, folder / "reports" / f"{stage}_code.html", hide_code=False)
 
