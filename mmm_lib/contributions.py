@@ -538,8 +538,9 @@ def roi_table(roi: dict[str, Any]) -> pd.DataFrame:
     cols = ["channel", "spend", "contribution", "contribution_low", "contribution_high", "roi", "roi_low", "roi_high"]
     df = pd.DataFrame(roi["channels"], columns=["channel", "spend_col", *cols[1:]])[cols].set_index("channel")
     # Money to whole units, ROI to 2 decimals: what a reader compares, not float noise.
-    return df.round({"spend": 0, "contribution": 0, "contribution_low": 0, "contribution_high": 0,
-                     "roi": 2, "roi_low": 2, "roi_high": 2})
+    money = ["spend", "contribution", "contribution_low", "contribution_high"]
+    df[money] = df[money].round(0).astype("Int64")
+    return df.round({"roi": 2, "roi_low": 2, "roi_high": 2})
 
 
 def contribution_table(summary: dict[str, Any]) -> pd.DataFrame:
@@ -550,7 +551,9 @@ def contribution_table(summary: dict[str, Any]) -> pd.DataFrame:
     for k in ("share", "share_low", "share_high"):
         df[k] = df[k] * 100.0
     df = df.rename(columns={"share": "share_%", "share_low": "share_low_%", "share_high": "share_high_%"})
-    return df.round({c: (1 if c.endswith("_%") else 0) for c in df.columns if df[c].dtype.kind == "f"})
+    money = [c for c in df.columns if df[c].dtype.kind == "f" and not c.endswith("_%")]
+    df[money] = df[money].round(0).astype("Int64")  # whole currency units; NA where not defined
+    return df.round({c: 1 for c in df.columns if c.endswith("_%")})
 
 
 def fit_metrics_table(fit_metrics: dict[str, Any]) -> pd.DataFrame:
