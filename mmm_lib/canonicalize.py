@@ -468,13 +468,16 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
     kept.insert(0, WINDOW_COL, np.where(is_est, "estimation", "carryover"))
     kept.insert(0, ENTITY_COL, BRAND)
     kept = kept[[ENTITY_COL, PERIOD_COL, WINDOW_COL, *cols]]
+    level = spec.model.level
+    if level == "entity":
+        kept = _entity_panel(data, kept, cols)
     kept[ENTITY_COL] = kept[ENTITY_COL].astype(str)
     kept[WINDOW_COL] = kept[WINDOW_COL].astype(str)
     kept[PERIOD_COL] = _ns(kept[PERIOD_COL])
     kept[cols] = kept[cols].astype("float64")
 
     sources = sorted(entity.unique().tolist())
-    est_periods = kept.loc[is_est, PERIOD_COL]
+    est_periods = kept.loc[kept[WINDOW_COL] == "estimation", PERIOD_COL]
     column_info = {
         "grain": grain,
         "target": roles["target"],
@@ -482,6 +485,8 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
         "spend": roles["spend"],
         "controls": roles["controls"],
         "aggregation": aggregation,
+        "level": level,
+        "entities": sorted(kept[ENTITY_COL].unique().tolist()),
         "source_entities": sources,
         "n_source_entities": len(sources),
         "windows": {
@@ -490,7 +495,7 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
             "end": _iso(win["end"]),
             "n_carryover": int((~is_est).sum()),
             "n_estimation": int(is_est.sum()),
-            "first_period": _iso(kept[PERIOD_COL].iloc[0]),
+            "first_period": _iso(kept[PERIOD_COL].min()),
             "first_estimation_period": _iso(est_periods.iloc[0]),
             "last_period": _iso(last),
         },
@@ -498,6 +503,30 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
         "source_columns": source_columns,
     }
     return kept, column_info
+
+
+def _entity_panel(data: pd.DataFrame, brand: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Every entity's own rows over the brand's periods and windows (``model.level: entity``).
+
+    An entity-level model needs each entity in every period of the windows: a missing row is not
+    "no sales", so it is refused with the entities and periods named rather than filled in.
+    """
+    periods = pd.DatetimeIndex(brand[PERIOD_COL])
+    entities = sorted(data[ENTITY_COL].unique().tolist())
+    grid = pd.MultiIndex.from_product([entities, periods], names=[ENTITY_COL, PERIOD_COL])
+    panel = data.set_index([ENTITY_COL, PERIOD_COL]).reindex(grid)
+    gap = panel[cols].isna().all(axis=1)
+    if gap.any():
+        by_entity = gap[gap].reset_index().groupby(ENTITY_COL)[PERIOD_COL].agg(list)
+        shown = "; ".join(f"{e!r}: {len(p)} missing (e.g. {_iso(p[0])})" for e, p in list(by_entity.items())[:5])
+        raise ValueError(
+            f"model.level: entity needs every entity in every period of the windows, but {int(gap.sum())} "
+            f"entity-periods have no row ({shown}{' …' if len(by_entity) > 5 else ''}). Add the rows (0 activity and "
+            "spend where nothing ran), drop those entities, or use model.level: brand"
+        )
+    panel = panel.reset_index()
+    panel.insert(2, WINDOW_COL, np.tile(brand[WINDOW_COL].to_numpy(), len(entities)))
+    return panel[[ENTITY_COL, PERIOD_COL, WINDOW_COL, *cols]]
 
 
 # --------------------------------------------------------------------------- tables for the notebook
@@ -540,9 +569,10 @@ def canonical_headline(canonical_df: pd.DataFrame, column_info: dict[str, Any]) 
     """One-paragraph summary of the canonical data (plus any notes) for the end of 02_canonicalize."""
     w = column_info["windows"]
     text = (
-        f"canonical data: {len(canonical_df)} {column_info['grain'].lower()}s "
+        f"canonical data: {w['n_carryover'] + w['n_estimation']} {column_info['grain'].lower()}s "
         f"({w['n_carryover']} carryover + {w['n_estimation']} estimation, {w['first_estimation_period']} – {w['last_period']}), "
-        f"{column_info['n_source_entities']} entities aggregated to brand, "
-        f"{len(column_info['drivers'])} driver(s), {len(column_info['controls'])} control(s)"
+        + (f"{column_info['n_source_entities']} entities kept as a panel (entity-level model), "
+           if column_info.get("level") == "entity" else f"{column_info['n_source_entities']} entities aggregated to brand, ")
+        + f"{len(column_info['drivers'])} driver(s), {len(column_info['controls'])} control(s)"
     )
     return "\n".join([text, *(f"note: {n}" for n in column_info.get("notes", []))])

@@ -42,10 +42,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import features as _features
-from .model_pymc import linear_predictor, posterior_draws
+from .model import MMM, from_artifacts, posterior_draws
+from .spec import ModelConfig
 
 ESTIMATION = "estimation"
+BRAND = "brand"  # entity_id of the brand rows (the sum over entities)
 # Recomputed media features must reproduce features.parquet; beyond this they come from other settings.
 _FEATURE_TOL = 1e-6
 
@@ -133,26 +134,22 @@ def _posterior_coords(idata: Any, dim: str, var: str) -> list[str] | None:
 
 
 def _align(canonical_df: pd.DataFrame, features_df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sort both tables by period and check they describe the same single series, row for row."""
+    """Sort both tables by entity and period and check they describe the same rows."""
     for name, df in (("canonical_data", canonical_df), ("features", features_df)):
         missing = [c for c in ("entity_id", "period_start", "window") if c not in df.columns]
         if missing:
             raise ValueError(f"{name} has no column(s) {missing}; rerun the stage that writes it")
-    ents = pd.unique(canonical_df["entity_id"].astype(str))
-    if len(ents) != 1:
-        raise ValueError(
-            f"canonical_data has {len(ents)} entities ({list(ents)[:5]}); contributions are computed for "
-            "the single brand-level series that 02_canonicalize writes; rerun 02_canonicalize"
-        )
-    can = canonical_df.sort_values("period_start", kind="stable").reset_index(drop=True)
-    feat = features_df.sort_values("period_start", kind="stable").reset_index(drop=True)
+    keys = ["entity_id", "period_start"]
+    can = canonical_df.sort_values(keys, kind="stable").reset_index(drop=True)
+    feat = features_df.sort_values(keys, kind="stable").reset_index(drop=True)
     same = len(can) == len(feat) and bool(
         (pd.to_datetime(can["period_start"]).to_numpy() == pd.to_datetime(feat["period_start"]).to_numpy()).all()
+        and (can["entity_id"].astype(str).to_numpy() == feat["entity_id"].astype(str).to_numpy()).all()
     )
     if not same:
         raise ValueError(
-            f"features ({len(feat)} rows) and canonical_data ({len(can)} rows) do not cover the same periods; "
-            "rerun 03_features (and later stages) for this run"
+            f"features ({len(feat)} rows) and canonical_data ({len(can)} rows) do not cover the same entities and "
+            "periods; rerun 03_features (and later stages) for this run"
         )
     if not (can["window"].astype(str).to_numpy() == feat["window"].astype(str).to_numpy()).all():
         raise ValueError("features and canonical_data disagree on the 'window' of some periods; rerun 03_features")
@@ -161,37 +158,49 @@ def _align(canonical_df: pd.DataFrame, features_df: pd.DataFrame) -> tuple[pd.Da
     return can, feat
 
 
-def _feature_columns(
-    idata: Any, feature_metadata: dict[str, Any], model_metadata: dict[str, Any]
-) -> tuple[list[str], list[str], list[str], list[str]]:
-    """Channels and controls in the order of the posterior's coordinates, with their feature columns."""
-    fm_channels = {c["driver"]: c["feature"] for c in feature_metadata.get("channels", [])}
-    fm_controls = {c["name"]: c["feature"] for c in feature_metadata.get("controls", [])}
+def _check_model(mmm: MMM, idata: Any, model_metadata: dict[str, Any], feat: pd.DataFrame) -> None:
+    """The posterior, the model metadata and the features must describe the same model."""
     channels = _posterior_coords(idata, "channel", "beta") or list(model_metadata.get("channels", []))
     meta_channels = list(model_metadata.get("channels", channels))
-    if list(channels) != meta_channels:
+    if list(channels) != meta_channels or list(channels) != list(mmm.data.channels):
         raise ValueError(
-            f"posterior channels {channels} differ from model_metadata channels {meta_channels}; rerun 04_fit"
-        )
-    unknown = [c for c in channels if c not in fm_channels]
-    if unknown:
-        raise ValueError(
-            f"channels {unknown} are in the posterior but not in feature_metadata; rerun 03_features and 04_fit"
+            f"posterior channels {channels} differ from model_metadata channels {meta_channels} or the features' "
+            f"{mmm.data.channels}; rerun 03_features and 04_fit"
         )
     controls = _posterior_coords(idata, "control", "gamma")
-    if controls is None:
-        controls = list(model_metadata.get("controls", [])) if _has_var(idata, "gamma") else []
-    unknown = [c for c in controls if c not in fm_controls]
-    if unknown:
+    if controls is not None and list(controls) != list(mmm.data.control_names):
+        raise ValueError(f"controls {controls} in the posterior are not the features' {mmm.data.control_names}; rerun 04_fit")
+    if mmm.learned:
+        return
+    media_cols = mmm.data.channel_features
+    est = (feat["window"] == ESTIMATION).to_numpy()
+    stored = feat.loc[est, media_cols].to_numpy(dtype=float)
+    recomputed = mmm.media({}, mmm.data.activity).reshape(-1, len(media_cols))
+    diff = np.abs(recomputed - stored)
+    if not np.all(diff <= _FEATURE_TOL * np.maximum(1.0, np.abs(stored))):
+        worst = int(np.nanargmax(diff.max(axis=0)))
         raise ValueError(
-            f"controls {unknown} are in the posterior but not in feature_metadata; rerun 03_features and 04_fit"
+            f"media features recomputed from the activity differ from features.parquet for "
+            f"{channels[worst]!r} (max abs difference {float(diff[:, worst].max()):.3g}); feature_metadata/"
+            "feature_scaler do not match features.parquet: rerun 03_features and later stages for this run"
         )
-    return channels, [fm_channels[c] for c in channels], controls, [fm_controls[c] for c in controls]
 
 
-def _has_var(idata: Any, var: str) -> bool:
-    post = idata["posterior"] if "posterior" in idata.children else idata
-    return var in post.data_vars
+def model_for(features_df: pd.DataFrame, feature_metadata: dict[str, Any], feature_scaler: dict[str, Any],
+              model_metadata: dict[str, Any]) -> MMM:
+    """The fitted run's :class:`~mmm_lib.model.MMM` (its configuration read from ``model_metadata.json``)."""
+    cfg = ModelConfig(transforms=model_metadata.get("transforms", "fixed"), level=model_metadata.get("level", "brand"))
+    mmm = from_artifacts(features_df, feature_metadata, feature_scaler, cfg)
+    centers = model_metadata.get("target_centers") or (
+        {mmm.data.entities[0]: model_metadata["target_center"]} if model_metadata.get("target_center") is not None else None
+    )
+    if centers is None:
+        raise ValueError("model_metadata has no 'target_center'; rerun 04_fit")
+    if sorted(centers) != sorted(mmm.data.entities):
+        raise ValueError(f"model_metadata was fitted on entities {sorted(centers)[:5]}, the features have "
+                         f"{mmm.data.entities[:5]}; rerun 04_fit")
+    mmm.data.target_center = np.array([float(centers[e]) for e in mmm.data.entities])  # as fitted
+    return mmm
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,49 +208,38 @@ def _has_var(idata: Any, var: str) -> bool:
 
 
 def iter_decomposition(
-    draws: dict[str, np.ndarray],
-    media: np.ndarray,
-    controls: np.ndarray,
-    target_center: float,
-    channels: list[str],
+    mu: np.ndarray, terms: np.ndarray, target_center: float, channels: list[str]
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """Per-draw decomposition of fitted sales, one (S, N) array at a time.
+    """Per-draw decomposition of one entity's fitted sales, one (S, T) array at a time.
 
     Yields ``("fitted", ...)``, ``("baseline", ...)`` and then ``(channel, ...)`` for each channel, in
     original units; ``baseline + sum(channels) == fitted`` per draw and period (see the module
-    docstring for how the media total is shared). One array at a time keeps memory at a few
-    S x N arrays however many channels there are.
+    docstring for how the media total is shared).
 
     Parameters
     ----------
-    draws
-        From :func:`model_pymc.posterior_draws`.
-    media, controls
-        (N, C) and (N, J) features of the periods to decompose, in posterior coordinate order.
+    mu
+        (S, T) linear predictor (:meth:`MMM.mu`).
+    terms
+        (S, T, C) log-scale media terms ``beta_c * media_c`` (:meth:`MMM.media_terms`).
     target_center
-        ``model_metadata["target_center"]``.
+        The entity's ``target_center``.
     channels
-        The C channel names, in the order of ``media``'s columns.
+        The C channel names, in the order of ``terms``' last axis.
     """
-    beta = draws["beta"]
-    media = np.asarray(media, dtype=float)
-    if beta.shape[1] != media.shape[1] or len(channels) != media.shape[1]:
-        raise ValueError(
-            f"media has {media.shape[1]} columns, beta {beta.shape[1]} channels and {len(channels)} names "
-            f"are given ({channels}); they must agree"
-        )
-    mu = linear_predictor(draws, media, controls)  # (S, N)
+    if terms.shape[-1] != len(channels):
+        raise ValueError(f"media terms have {terms.shape[-1]} channels but {len(channels)} names are given ({channels})")
     fitted = np.expm1(mu + target_center)
     yield "fitted", fitted
     terms_sum = np.zeros_like(mu)
     for c in range(len(channels)):
-        terms_sum += beta[:, c, None] * media[None, :, c]
+        terms_sum += terms[..., c]
     baseline = np.expm1(mu - terms_sum + target_center)
     yield "baseline", baseline
     media_total = fitted - baseline
-    del mu, baseline
+    del baseline
     for c, ch in enumerate(channels):
-        term = beta[:, c, None] * media[None, :, c]
+        term = np.array(terms[..., c])
         # A zero sum of log-scale terms means media_total is exactly 0 there: nothing to share.
         np.divide(term, terms_sum, out=term, where=terms_sum != 0)
         term[terms_sum == 0] = 0.0
@@ -291,14 +289,18 @@ def compute_contributions(
 ) -> ContributionResult:
     """Decomposition, counterfactual ROI, fitted values and fit metrics (see the module docstring).
 
+    Every number comes from the fitted run's model object (:func:`model_for`): its media transform,
+    linear predictor and expected sales, evaluated per posterior draw. For an entity-level model each
+    entity is computed on its own and the brand is the sum over entities, per draw.
+
     Parameters
     ----------
     canonical_df, column_info
-        ``canonical_data.parquet`` and ``column_info.json`` (02_canonicalize): activity, spend, target.
+        ``canonical_data.parquet`` and ``column_info.json`` (02_canonicalize): spend and target.
     features_df, feature_metadata, feature_scaler
-        03_features outputs; the media transform is re-applied to counterfactual activity.
+        03_features outputs (activity, fixed media features and their settings).
     model_metadata, idata
-        04_fit outputs: ``target_center`` and the posterior (a DataTree with a ``posterior`` group).
+        04_fit outputs: the model configuration and the posterior (a DataTree with a ``posterior`` group).
     interval
         Probability of the equal-tailed interval reported with every mean.
 
@@ -308,47 +310,47 @@ def compute_contributions(
     """
     q = _quantiles(interval)
     can, feat = _align(canonical_df, features_df)
-    channels, media_cols, controls, control_cols = _feature_columns(idata, feature_metadata, model_metadata)
-    missing = [c for c in media_cols + control_cols if c not in feat.columns]
-    if missing:
-        raise ValueError(f"features has no column(s) {missing} that the model uses; rerun 03_features")
     target = column_info.get("target") or feature_metadata.get("target")
     if target not in can.columns:
         raise ValueError(
             f"canonical_data has no target column {target!r} (column_info['target']); rerun 02_canonicalize"
         )
-    if "target_center" not in model_metadata:
-        raise ValueError("model_metadata has no 'target_center'; rerun 04_fit")
-    center = float(model_metadata["target_center"])
-
-    est = (can["window"].astype(str) == ESTIMATION).to_numpy()
-    periods = pd.to_datetime(can.loc[est, "period_start"]).astype("datetime64[ns]").reset_index(drop=True)
-    entity = str(can["entity_id"].iloc[0])
-    n = int(est.sum())
-
+    mmm = model_for(feat, feature_metadata, feature_scaler, model_metadata)
+    _check_model(mmm, idata, model_metadata, feat)
+    d = mmm.data
+    channels = list(d.channels)
     draws = posterior_draws(idata)
-    beta = draws["beta"]
-    if beta.shape[1] != len(channels):
-        raise ValueError(f"posterior beta has {beta.shape[1]} channels but {len(channels)} are named: {channels}")
-    media = feat.loc[est, media_cols].to_numpy(dtype=float)  # (N, C)
-    ctrl = feat.loc[est, control_cols].to_numpy(dtype=float) if control_cols else np.zeros((n, 0))
-    if not (np.isfinite(media).all() and np.isfinite(ctrl).all()):
-        raise ValueError("features has missing or infinite values in the estimation window; rerun 03_features")
+    periods = pd.Series(pd.to_datetime(d.periods)).astype("datetime64[ns]")
+    n = len(periods)
+    est_rows = (can["window"].astype(str) == ESTIMATION).to_numpy()
+    actual_all = can.loc[est_rows, target].to_numpy(dtype=float).reshape(len(d.entities), n)
 
     rows: list[pd.DataFrame] = []
-    totals: dict[str, np.ndarray] = {}  # (S,) window totals per component
-    fitted = np.empty(0)
-    for component, x in iter_decomposition(draws, media, ctrl, center, channels):
-        totals[component] = x.sum(axis=1)
-        if component == "fitted":
-            fitted = x  # kept for fitted.parquet; channel arrays are summarised and dropped
-            continue
-        m, lo, hi = _summarise(x, q)
-        rows.append(
-            pd.DataFrame(
-                {"entity_id": entity, "period_start": periods, "component": component, "mean": m, "low": lo, "high": hi}
-            )
-        )
+    fitted_rows: list[pd.DataFrame] = []
+    brand: dict[str, np.ndarray] = {}  # (S, T) brand sums per component
+    incremental: dict[str, np.ndarray] = {}  # (S,) brand incremental per channel
+    entity_incremental: list[dict[str, np.ndarray]] = []
+    for e, entity in enumerate(d.entities):
+        media = mmm.media(draws, d.activity[e : e + 1], [e])
+        mu = mmm.mu(draws, media, [e])[:, 0]
+        terms = mmm.media_terms(draws, media, [e])[:, 0]
+        for component, x in iter_decomposition(mu, terms, float(d.target_center[e]), channels):
+            brand[component] = brand[component] + x if component in brand else x
+            if component == "fitted":
+                fitted_rows.append(_fitted_frame(entity, periods, actual_all[e], x, q))
+                continue
+            rows.append(_component_frame(entity, periods, component, x, q))
+        inc = _counterfactual_incremental(mmm, draws, e, mu)
+        entity_incremental.append(inc)
+        for ch in channels:
+            incremental[ch] = incremental[ch] + inc[ch] if ch in incremental else inc[ch]
+        del media, mu, terms
+
+    actual = actual_all.sum(axis=0)
+    if len(d.entities) > 1:  # brand rows: the per-draw sums over entities
+        rows += [_component_frame(BRAND, periods, c, brand[c], q) for c in ["baseline", *channels]]
+        fitted_rows.append(_fitted_frame(BRAND, periods, actual, brand["fitted"], q))
+    totals = {k: v.sum(axis=1) for k, v in brand.items()}
     fitted_total = totals["fitted"]
 
     def share_block(total: np.ndarray) -> dict[str, float]:
@@ -359,27 +361,14 @@ def compute_contributions(
             "share": s, "share_low": s_lo, "share_high": s_hi,
         }  # fmt: skip
 
-    baseline_block = share_block(totals["baseline"])
-    channel_totals = {ch: share_block(totals[ch]) for ch in channels}
-    timeseries = pd.concat(rows, ignore_index=True)
-
-    incremental = _counterfactual_incremental(can, est, channels, feat, media_cols, ctrl, feature_metadata,
-                                              feature_scaler, draws, center)  # fmt: skip
-
     channel_blocks = []
     for ch in channels:
         inc, inc_lo, inc_hi = _scalar(incremental[ch], q)
         channel_blocks.append(
-            {"channel": ch, **channel_totals[ch],
+            {"channel": ch, **share_block(totals[ch]),
              "incremental": inc, "incremental_low": inc_lo, "incremental_high": inc_hi}  # fmt: skip
         )
-
-    actual = can.loc[est, target].to_numpy(dtype=float)
-    fit_mean, fit_lo, fit_hi = _summarise(fitted, q)
-    fitted_df = pd.DataFrame(
-        {"entity_id": entity, "period_start": periods, "actual": actual,
-         "fitted": fit_mean, "fitted_low": fit_lo, "fitted_high": fit_hi}
-    )  # fmt: skip
+    fit_mean = brand["fitted"].mean(axis=0)
     tf, tf_lo, tf_hi = _scalar(fitted_total, q)
     summary = {
         "interval": interval,
@@ -387,69 +376,79 @@ def compute_contributions(
         "window": {"start": _iso(periods.iloc[0]), "end": _iso(periods.iloc[-1]), "n_periods": n},
         "total_actual": float(np.nansum(actual)),
         "total_fitted": {"mean": tf, "low": tf_lo, "high": tf_hi},
-        "baseline": baseline_block,
+        "baseline": share_block(totals["baseline"]),
         "channels": channel_blocks,
         "method": METHOD,
     }
-    roi = _roi_metrics(can, est, channels, column_info, incremental, q, interval)
+    spend = _spend(can, est_rows, channels, column_info, len(d.entities), n)
+    roi = _roi_metrics(channels, column_info, spend, incremental, q, interval)
+    if len(d.entities) > 1:
+        roi["entities"] = [
+            {"entity_id": ent, "channels": _roi_metrics(channels, column_info, {k: (v[0][i], v[1]) for k, v in spend.items()},
+                                                        entity_incremental[i], q, interval)["channels"]}
+            for i, ent in enumerate(d.entities)
+        ]  # fmt: skip
     return ContributionResult(
-        timeseries=timeseries, summary=summary, roi=roi, fitted=fitted_df, fit_metrics=fit_metrics(actual, fit_mean)
+        timeseries=pd.concat(rows, ignore_index=True),
+        summary=summary,
+        roi=roi,
+        fitted=pd.concat(fitted_rows, ignore_index=True),
+        fit_metrics=fit_metrics(actual, fit_mean),
     )
 
 
-def _counterfactual_incremental(
-    can: pd.DataFrame,
-    est: np.ndarray,
-    channels: list[str],
-    feat: pd.DataFrame,
-    media_cols: list[str],
-    ctrl: np.ndarray,
-    feature_metadata: dict[str, Any],
-    feature_scaler: dict[str, Any],
-    draws: dict[str, np.ndarray],
-    center: float,
-) -> dict[str, np.ndarray]:
-    """Per channel, (S,) incremental sales over the window: fitted minus fitted with its activity at 0."""
-    fm_drivers = [c["driver"] for c in feature_metadata["channels"]]
-    missing = [d for d in fm_drivers if d not in can.columns]
-    if missing:
-        raise ValueError(f"canonical_data has no activity column(s) {missing}; rerun 02_canonicalize")
-    activity = can[fm_drivers].to_numpy(dtype=float)  # (T, C') all rows: carryover feeds adstock
-    order = [fm_drivers.index(ch) for ch in channels]  # media_features columns -> posterior order
+def _component_frame(entity: str, periods: pd.Series, component: str, x: np.ndarray, q: tuple[float, float]) -> pd.DataFrame:
+    m, lo, hi = _summarise(x, q)
+    return pd.DataFrame({"entity_id": entity, "period_start": periods, "component": component, "mean": m, "low": lo, "high": hi})
 
-    def features_for(act: np.ndarray) -> np.ndarray:
-        out = np.asarray(_features.media_features(act, feature_metadata, feature_scaler), dtype=float)
-        if out.shape != act.shape:
-            raise ValueError(f"features.media_features returned shape {out.shape} for activity of shape {act.shape}")
-        return out[:, order]
 
-    base = features_for(activity)
-    stored = feat[media_cols].to_numpy(dtype=float)
-    diff = np.abs(base - stored)
-    if not np.all(diff <= _FEATURE_TOL * np.maximum(1.0, np.abs(stored))):
-        worst = int(np.nanargmax(diff.max(axis=0)))
-        raise ValueError(
-            f"media features recomputed from canonical activity differ from features.parquet for "
-            f"{channels[worst]!r} (max abs difference {float(diff[:, worst].max()):.3g}); feature_metadata/"
-            "feature_scaler do not match features.parquet: rerun 03_features and later stages for this run"
-        )
-    fitted_base = np.expm1(linear_predictor(draws, base[est], ctrl) + center)
+def _fitted_frame(entity: str, periods: pd.Series, actual: np.ndarray, x: np.ndarray, q: tuple[float, float]) -> pd.DataFrame:
+    m, lo, hi = _summarise(x, q)
+    return pd.DataFrame({"entity_id": entity, "period_start": periods, "actual": actual,
+                         "fitted": m, "fitted_low": lo, "fitted_high": hi})  # fmt: skip
+
+
+def _counterfactual_incremental(mmm: MMM, draws: dict[str, np.ndarray], e: int, mu: np.ndarray) -> dict[str, np.ndarray]:
+    """Per channel, (S,) incremental sales of entity ``e`` over the window: fitted minus fitted with its activity at 0.
+
+    "Off" zeroes the channel's activity in every row, carryover included, and recomputes the media
+    through the model's own transform, so adstock carried into the window counts as the channel's.
+    """
+    center = float(mmm.data.target_center[e])
+    fitted_base = np.expm1(mu + center)
     out: dict[str, np.ndarray] = {}
-    for ch in channels:
-        act = activity.copy()
-        act[:, fm_drivers.index(ch)] = 0.0
-        cf = features_for(act)[est]
-        fitted_cf = np.expm1(linear_predictor(draws, cf, ctrl) + center)
+    for c, ch in enumerate(mmm.data.channels):
+        act = mmm.data.activity[e : e + 1].copy()
+        act[..., c] = 0.0
+        fitted_cf = mmm.expected_sales(draws, act, [e])[:, 0]
         out[ch] = (fitted_base - fitted_cf).sum(axis=1)
-        del fitted_cf
+    return out
+
+
+def _spend(can: pd.DataFrame, est: np.ndarray, channels: list[str], column_info: dict[str, Any], n_entities: int,
+           n: int) -> dict[str, tuple[np.ndarray, str | None]]:
+    """Channel → ((E,) spend per entity over the window, note or None); channels without a spend column left out."""
+    spend_map = column_info.get("spend") or {}
+    out = {}
+    for ch in channels:
+        col = spend_map.get(ch)
+        if not col:
+            continue
+        if col not in can.columns:
+            raise ValueError(
+                f"column_info names spend column {col!r} for {ch!r} but canonical_data has no such column; "
+                "rerun 02_canonicalize"
+            )
+        s = can.loc[est, col].to_numpy(dtype=float).reshape(n_entities, n)
+        note = f"{int(np.isnan(s).sum())} missing {col} value(s) in the estimation window were treated as 0" if np.isnan(s).any() else None
+        out[ch] = (np.nansum(s, axis=1), note)
     return out
 
 
 def _roi_metrics(
-    can: pd.DataFrame,
-    est: np.ndarray,
     channels: list[str],
     column_info: dict[str, Any],
+    spend: dict[str, tuple[np.ndarray | float, str | None]],
     incremental: dict[str, np.ndarray],
     q: tuple[float, float],
     interval: float,
@@ -457,27 +456,22 @@ def _roi_metrics(
     spend_map = column_info.get("spend") or {}
     rows, without, notes = [], [], {}
     for ch in channels:
-        col = spend_map.get(ch)
-        if not col:
+        if ch not in spend:
             without.append(ch)
             continue
-        if col not in can.columns:
-            raise ValueError(
-                f"column_info names spend column {col!r} for {ch!r} but canonical_data has no such column; "
-                "rerun 02_canonicalize"
-            )
-        s = can.loc[est, col].to_numpy(dtype=float)
-        if np.isnan(s).any():
-            notes[ch] = f"{int(np.isnan(s).sum())} missing {col} value(s) in the estimation window were treated as 0"
-        spend = float(np.nansum(s))
+        col = spend_map[ch]
+        amounts, note = spend[ch]
+        if note:
+            notes[ch] = note
+        total = float(np.sum(amounts))
         inc, inc_lo, inc_hi = _scalar(incremental[ch], q)
-        row = {"channel": ch, "spend_col": col, "spend": spend,
+        row = {"channel": ch, "spend_col": col, "spend": total,
                "contribution": inc, "contribution_low": inc_lo, "contribution_high": inc_hi}  # fmt: skip
-        if spend > 0:
-            row["roi"], row["roi_low"], row["roi_high"] = _scalar(incremental[ch] / spend, q)
+        if total > 0:
+            row["roi"], row["roi_low"], row["roi_high"] = _scalar(incremental[ch] / total, q)
         else:
             row["roi"] = row["roi_low"] = row["roi_high"] = None
-            notes[ch] = f"{col} totals {spend:g} in the estimation window, so ROI is undefined (null)"
+            notes[ch] = f"{col} totals {total:g} in the estimation window, so ROI is undefined (null)"
         rows.append(row)
     return {
         "interval": interval,

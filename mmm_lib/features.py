@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .model import transforms as _tf
+
 # Fourier phases and the trend index count periods from a fixed calendar anchor, so the
 # seasonal coefficients mean the same thing whatever window or data start a run uses.
 TIME_ORIGIN = pd.Timestamp("2000-01-01")
@@ -60,14 +62,7 @@ def geometric_adstock(x: np.ndarray, decay: float, max_lag: int) -> np.ndarray:
         raise ValueError(f"geometric_adstock: decay is {decay}; it must be in [0, 1)")
     if int(max_lag) != max_lag or max_lag < 1:
         raise ValueError(f"geometric_adstock: max_lag is {max_lag}; it must be an integer >= 1")
-    out = np.zeros_like(x)
-    n = x.shape[0]
-    for lag in range(min(int(max_lag), n)):
-        w = decay**lag
-        if w == 0.0:
-            break
-        out[lag:] += w * x[: n - lag]
-    return out
+    return _tf.adstock(_tf.lag_stack(x, int(max_lag)), _tf.adstock_weights(float(decay), int(max_lag), False), int(max_lag))
 
 
 def hill(x: np.ndarray, K: float, S: float) -> np.ndarray:
@@ -91,14 +86,7 @@ def hill(x: np.ndarray, K: float, S: float) -> np.ndarray:
         raise ValueError("hill: input contains NaN")
     if (x < 0).any():
         raise ValueError(f"hill: input must be >= 0, got minimum {x.min()}")
-    out = np.zeros_like(x)
-    pos = x > 0
-    # x^S/(K^S+x^S) = sigmoid(S*(log x - log K)); branch on the sign so exp never overflows.
-    z = S * (np.log(x[pos]) - math.log(K))
-    with np.errstate(under="ignore"):  # exp(-huge) -> 0 is the right limit
-        e = np.exp(-np.abs(z))
-    out[pos] = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    return out
+    return _tf.hill(x, float(K), float(S))
 
 
 def fourier_terms(t: np.ndarray, period: float, K: int) -> np.ndarray:
@@ -153,9 +141,7 @@ def seasonal_period(grain: str, period: float | None = None) -> float:
     return DEFAULT_PERIOD[grain]
 
 
-def half_life(decay: float) -> float:
-    """Periods until a unit of activity's carry-over halves: ``ln 0.5 / ln decay`` (0 for decay 0)."""
-    return 0.0 if decay <= 0 else math.log(0.5) / math.log(decay)
+half_life = _tf.half_life
 
 
 # --------------------------------------------------------------------------- media transform
@@ -202,7 +188,11 @@ def media_stages(
         scaled[:, j] = geometric_adstock(a[:, j], float(ch["decay"]), int(ch["max_lag"])) / amax
     sat = feature_metadata.get("saturation") or {"enabled": False}
     if sat.get("enabled"):
-        feature = hill(scaled, float(sat["K"]), float(sat["S"]))
+        kind = sat.get("type", "hill")
+        if kind == "hill":
+            feature = hill(scaled, float(sat["K"]), float(sat["S"]))
+        else:
+            feature = _tf.saturate(kind, scaled, {k: float(sat[k]) for k in _tf.SATURATION_PARAMS[kind]})
     else:
         feature = scaled.copy()
     return scaled, feature
@@ -306,6 +296,7 @@ def build_features(
         {
             "driver": d,
             "feature": f"media__{d}",
+            "activity": f"activity__{d}",
             "spend_col": spend.get(d),
             "decay": float(spec.decay_for(d)),
             "max_lag": int(fc.adstock.max_lag),
@@ -334,6 +325,7 @@ def build_features(
             "type": sat.type,
             "K": float(sat.K),
             "S": float(sat.S),
+            "lam": float(sat.lam),
             "scale": SATURATION_SCALE,
         },
         "seasonality": {"enabled": False, "K": 0, "period": None},
@@ -350,6 +342,8 @@ def build_features(
         media[idx] = media_features(act[idx], metadata, scaler)
     for j, ch in enumerate(channels):
         out[ch["feature"]] = media[:, j]
+    for j, ch in enumerate(channels):  # raw activity: the learned model applies its own transforms
+        out[ch["activity"]] = act[:, j]
 
     # ---- controls: standardized with estimation-window mean/std
     for c in controls:

@@ -1,7 +1,6 @@
-"""The seed's Bayesian MMM in PyMC: build, fit, summarise, and the linear predictor later stages reuse.
+"""Fitting with PyMC: sample the run's model (built by :mod:`mmm_lib.model`), add its prior, summarise.
 
-See docs/DESIGN.md §"The model" for the scaling of the target, the priors and the centred intercept
-NUTS samples on. :func:`fit_stage` is the whole of 04_fit; :func:`fit` prints plain-text progress
+The model itself — graph, priors, transforms — lives in :mod:`mmm_lib.model` (docs/MODEL.md). :func:`fit_stage` is the whole of 04_fit; :func:`fit` prints plain-text progress
 (no HTML widget), so a papermill run followed in a terminal shows compile and sampling progress.
 """
 
@@ -21,183 +20,31 @@ from .runtime import configure_environment
 
 configure_environment()  # before pytensor is imported anywhere in this process
 
-MODEL_NAME = "seed_mmm_studentt_log1p"
+from .model import MMM, from_artifacts, posterior_draws  # noqa: E402,F401  (posterior_draws: re-exported)
+from .spec import ModelConfig  # noqa: E402
 
-PRIORS = {
-    "intercept": "Normal(0, 2) (sampled as intercept_centred, the level at the regressors' means; same posterior)",
-    "sigma_beta": "HalfNormal(0.5)",
-    "beta": "HalfNormal(sigma_beta), one per channel (non-negative media effects)",
-    "gamma": "Normal(0, 0.5), one per control",
-    "sigma": "HalfNormal(1)",
-    "nu": "Exponential(lam=0.1) (mean 10)",
-}
-LIKELIHOOD = "StudentT(nu, mu, sigma) on z = log1p(target) - target_center"
-
-# Order of the parameters in summaries, diagnostics and plots.
-PARAMETERS = ("intercept", "sigma_beta", "beta", "gamma", "sigma", "nu")
+# Order of the parameters in summaries, diagnostics and plots (those a model lacks are skipped).
+PARAMETERS = ("intercept", "sigma_beta", "beta", "tau_beta", "decay", "half_saturation", "hill_slope", "logistic_lam",
+              "gamma", "sigma", "nu", "beta_z", "beta_entity")
+# Per-entity detail: diagnosed, but left out of the headline summary table.
+ENTITY_DETAIL = ("beta_z", "beta_entity")
+PRIOR_DRAWS = 500
 
 SAMPLERS = ("nutpie", "pymc", "numpyro")
-
-
-# --------------------------------------------------------------------------- data
-
-
-def design_matrices(features_df: pd.DataFrame, feature_metadata: dict[str, Any]) -> dict[str, Any]:
-    """The model's inputs from ``features.parquet``: estimation rows only, target centred on log1p.
-
-    Parameters
-    ----------
-    features_df
-        ``features.parquet``: ``entity_id``, ``period_start``, ``window``, ``target`` and the feature
-        columns named in ``feature_metadata``.
-    feature_metadata
-        ``feature_metadata.json``: ``channels`` (``driver``, ``feature``) and ``controls``
-        (``name``, ``feature``), in model order.
-
-    Returns
-    -------
-    dict
-        ``media`` (N, C), ``controls`` (N, J), ``target`` (N,) in original units,
-        ``z`` (N,) = ``log1p(target) - target_center``, ``target_center`` (float),
-        ``period_start`` (N,) datetime64, ``channels`` (driver names), ``channel_features``,
-        ``control_names``, ``control_features``, ``n_obs``, ``estimation_start``/``estimation_end``
-        (ISO dates).
-
-    Raises
-    ------
-    ValueError
-        A required column is missing, the estimation window is empty, periods repeat, or a
-        feature/target value is missing, infinite or (target) negative.
-    """
-    channels_meta = list(feature_metadata.get("channels") or [])
-    controls_meta = list(feature_metadata.get("controls") or [])
-    if not channels_meta:
-        raise ValueError("feature_metadata.json lists no channels; the model needs at least one media driver (re-run 03_features)")
-    channels = [str(c["driver"]) for c in channels_meta]
-    media_cols = [str(c["feature"]) for c in channels_meta]
-    control_names = [str(c["name"]) for c in controls_meta]
-    control_cols = [str(c["feature"]) for c in controls_meta]
-
-    needed = ["period_start", "window", "target", *media_cols, *control_cols]
-    missing = [c for c in needed if c not in features_df.columns]
-    if missing:
-        raise ValueError(
-            f"features table lacks column(s) {missing} named in feature_metadata.json; "
-            "re-run 03_features so the two artifacts match"
-        )
-    est = features_df.loc[features_df["window"] == "estimation"].sort_values("period_start", kind="stable")
-    if est.empty:
-        found = sorted(map(str, features_df["window"].dropna().unique()))
-        raise ValueError(f"features table has no rows with window == 'estimation' (found windows {found}); check spec windows")
-    if "entity_id" in est.columns and est["entity_id"].nunique() > 1:
-        raise ValueError(
-            f"the model is brand level but features has {est['entity_id'].nunique()} entity_id values "
-            "in the estimation window; aggregate to one entity in 02_canonicalize"
-        )
-    periods = pd.to_datetime(est["period_start"])
-    if periods.duplicated().any():
-        dup = periods[periods.duplicated()].dt.date.astype(str).tolist()[:3]
-        raise ValueError(f"period_start repeats in the estimation window (e.g. {dup}); one row per period is expected")
-
-    def matrix(cols: list[str]) -> np.ndarray:
-        m = est[cols].to_numpy(dtype=float, na_value=np.nan) if cols else np.zeros((len(est), 0))
-        bad = ~np.isfinite(m)
-        if bad.any():
-            j = int(np.where(bad.any(axis=0))[0][0])
-            rows = periods.dt.date.astype(str).to_numpy()[bad[:, j]][:3].tolist()
-            raise ValueError(
-                f"feature column {cols[j]!r} has {int(bad[:, j].sum())} missing/infinite value(s) in the "
-                f"estimation window (periods {rows}); fix the input data or re-run 03_features"
-            )
-        return m
-
-    media = matrix(media_cols)
-    controls = matrix(control_cols)
-    target = est["target"].to_numpy(dtype=float, na_value=np.nan)
-    bad = ~np.isfinite(target) | (target < 0)
-    if bad.any():
-        rows = periods.dt.date.astype(str).to_numpy()[bad][:3].tolist()
-        raise ValueError(
-            f"target has {int(bad.sum())} missing, infinite or negative value(s) in the estimation window "
-            f"(periods {rows}); the model takes log1p(target), so sales must be >= 0"
-        )
-    log_y = np.log1p(target)
-    center = float(log_y.mean())
-    return {
-        "media": media,
-        "controls": controls,
-        "target": target,
-        "z": log_y - center,
-        "target_center": center,
-        "period_start": periods.to_numpy(dtype="datetime64[ns]"),
-        "channels": channels,
-        "channel_features": media_cols,
-        "control_names": control_names,
-        "control_features": control_cols,
-        "n_obs": int(len(est)),
-        "estimation_start": periods.iloc[0].date().isoformat(),
-        "estimation_end": periods.iloc[-1].date().isoformat(),
-    }
 
 
 # --------------------------------------------------------------------------- model
 
 
-def build_model(features_df: pd.DataFrame, feature_metadata: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Build the seed's model on the estimation window.
+def build_model(features_df: pd.DataFrame, feature_metadata: dict[str, Any], feature_scaler: dict[str, Any] | None = None,
+                config: Any = None) -> tuple[Any, MMM]:
+    """The PyMC model of a run's features and the :class:`~mmm_lib.model.MMM` that wrote it.
 
-    Data enter as ``pm.Data`` (``media``, ``controls``, ``z_target``) with dims ``period`` ×
-    ``channel``/``control``, so a dataset of the same structure can be swapped in with
-    ``pm.set_data`` and reuse the compiled model (and the compile cache).
-
-    The sampler moves on ``intercept_centred`` (the level at the column means of the regressors)
-    instead of ``intercept``. Media features are all positive, so the plain intercept is strongly
-    anti-correlated with every ``beta`` and NUTS mixes it slowly (on the bundled sample, ESS ≈ 350
-    of 2000 draws). ``intercept = intercept_centred − mean(media) @ beta − mean(controls) @ gamma``
-    is kept as a deterministic with the seed's ``Normal(0, 2)`` prior added as a potential; the map
-    has unit Jacobian, so the posterior is exactly the seed model's (ESS ≈ 1200 there). Column
-    means are taken in the graph, so ``pm.set_data`` keeps them in step with the data.
-
-    Parameters
-    ----------
-    features_df, feature_metadata
-        As for :func:`design_matrices`.
-
-    Returns
-    -------
-    (pymc.Model, dict)
-        The model and the :func:`design_matrices` output (``info``), which later stages need to
-        map coefficients back to sales.
+    ``config`` is the spec's ``model`` section (default: the baseline model); ``feature_scaler``
+    is only needed for fixed transforms' counterfactuals and may be omitted to just fit.
     """
-    import pymc as pm
-    import pytensor.tensor as pt
-
-    info = design_matrices(features_df, feature_metadata)
-    coords: dict[str, Any] = {"period": info["period_start"], "channel": info["channels"]}
-    has_controls = bool(info["control_names"])
-    if has_controls:
-        coords["control"] = info["control_names"]
-    with pm.Model(coords=coords) as model:
-        media = pm.Data("media", info["media"], dims=("period", "channel"))
-        z_target = pm.Data("z_target", info["z"], dims="period")
-        intercept_centred = pm.Flat("intercept_centred")
-        sigma_beta = pm.HalfNormal("sigma_beta", sigma=0.5)
-        beta = pm.HalfNormal("beta", sigma=sigma_beta, dims="channel")
-        media_mean = media.mean(axis=0)
-        mu = intercept_centred + pt.dot(media - media_mean, beta)
-        shift = pt.dot(media_mean, beta)
-        if has_controls:
-            controls = pm.Data("controls", info["controls"], dims=("period", "control"))
-            gamma = pm.Normal("gamma", mu=0.0, sigma=0.5, dims="control")
-            controls_mean = controls.mean(axis=0)
-            mu = mu + pt.dot(controls - controls_mean, gamma)
-            shift = shift + pt.dot(controls_mean, gamma)
-        intercept = pm.Deterministic("intercept", intercept_centred - shift)
-        pm.Potential("intercept_prior", pm.logp(pm.Normal.dist(mu=0.0, sigma=2.0), intercept))
-        sigma = pm.HalfNormal("sigma", sigma=1.0)
-        nu = pm.Exponential("nu", lam=0.1)
-        pm.StudentT("z", nu=nu, mu=mu, sigma=sigma, observed=z_target, dims="period")
-    return model, info
+    mmm = from_artifacts(features_df, feature_metadata, feature_scaler or {}, config or ModelConfig())
+    return mmm.build(), mmm
 
 
 # --------------------------------------------------------------------------- sampling
@@ -412,78 +259,45 @@ def fit(model: Any, spec: Any, progress: bool = True) -> Any:
 # --------------------------------------------------------------------------- draws and summaries
 
 
-def posterior_draws(idata: Any) -> dict[str, np.ndarray]:
-    """Posterior draws with chain and draw stacked into one leading ``sample`` axis.
-
-    Returns
-    -------
-    dict
-        ``intercept`` (S,), ``beta`` (S, C), ``gamma`` (S, J) — zeros with J = 0 when the
-        model has no controls — ``sigma`` (S,), ``nu`` (S,), ``sigma_beta`` (S,).
-    """
-    ds = _posterior_dataset(idata)
-
-    def stack(name: str) -> np.ndarray:
-        da = ds[name]
-        other = [d for d in da.dims if d not in ("chain", "draw")]
-        da = da.transpose("chain", "draw", *other)
-        return np.asarray(da.values).reshape(-1, *da.shape[2:])
-
-    out = {k: stack(k) for k in ("intercept", "beta", "sigma", "nu", "sigma_beta") if k in ds}
-    out["gamma"] = stack("gamma") if "gamma" in ds else np.zeros((out["intercept"].shape[0], 0))
-    return out
-
-
-def linear_predictor(draws: dict[str, np.ndarray], media: np.ndarray, controls: np.ndarray) -> np.ndarray:
-    """``mu = intercept + media @ beta + controls @ gamma`` per draw, on the centred log1p scale.
-
-    Parameters
-    ----------
-    draws
-        From :func:`posterior_draws`.
-    media
-        (N, C) media features, columns in the order of the ``channel`` coordinate.
-    controls
-        (N, J) control features, columns in the order of the ``control`` coordinate.
-
-    Returns
-    -------
-    numpy.ndarray
-        (S, N) linear predictor; fitted sales are ``expm1(mu + target_center)``.
-    """
-    mu = draws["intercept"][:, None] + draws["beta"] @ np.asarray(media, dtype=float).T
-    if draws["gamma"].shape[1]:
-        mu = mu + draws["gamma"] @ np.asarray(controls, dtype=float).T
-    return mu
-
-
 def _posterior_dataset(idata: Any) -> Any:
     """The ``posterior`` group as an ``xarray.Dataset`` (accepts a DataTree, its node or a Dataset)."""
     post = idata["posterior"] if hasattr(idata, "children") and "posterior" in idata.children else idata
     return post.to_dataset() if hasattr(post, "to_dataset") else post
 
 
-def parameter_names(idata: Any) -> list[tuple[str, str, str | None]]:
-    """``(name, var, coord)`` for every scalar parameter, e.g. ``("beta[act_tv]", "beta", "act_tv")``."""
+def parameter_names(idata: Any, include_detail: bool = True) -> list[tuple[str, str, str | None]]:
+    """``(name, var, coord)`` for every scalar parameter, e.g. ``("beta[act_tv]", "beta", "act_tv")``.
+
+    Two-dimensional parameters get ``coord`` ``"store_001, act_tv"``. ``include_detail=False`` leaves
+    out the per-entity detail (:data:`ENTITY_DETAIL`).
+    """
+    import itertools
+
     ds = _posterior_dataset(idata)
     out: list[tuple[str, str, str | None]] = []
     for var in PARAMETERS:
-        if var not in ds:
+        if var not in ds or (not include_detail and var in ENTITY_DETAIL):
             continue
         extra = [d for d in ds[var].dims if d not in ("chain", "draw")]
         if not extra:
             out.append((var, var, None))
             continue
-        for c in ds[var][extra[0]].values.tolist():
-            out.append((f"{var}[{c}]", var, str(c)))
+        for combo in itertools.product(*(ds[var][d].values.tolist() for d in extra)):
+            c = ", ".join(str(x) for x in combo)
+            out.append((f"{var}[{c}]", var, c))
     return out
 
 
-def _select(da: Any, coord: str | None) -> np.ndarray:
+def _sel(da: Any, coord: str | None) -> Any:
     if coord is None:
-        return np.asarray(da.transpose("chain", "draw").values, dtype=float)
-    dim = [d for d in da.dims if d not in ("chain", "draw")][0]
-    return np.asarray(da.sel({dim: coord}).transpose("chain", "draw").values, dtype=float)
+        return da
+    extra = [d for d in da.dims if d not in ("chain", "draw")]
+    parts = coord.split(", ", len(extra) - 1) if len(extra) > 1 else [coord]
+    return da.sel(dict(zip(extra, parts)))
+
+
+def _select(da: Any, coord: str | None) -> np.ndarray:
+    return np.asarray(_sel(da, coord).transpose("chain", "draw").values, dtype=float)
 
 
 def convergence_table(idata: Any) -> pd.DataFrame:
@@ -498,10 +312,7 @@ def convergence_table(idata: Any) -> pd.DataFrame:
     rows = []
     for name, var, coord in names:
         def pick(res: Any) -> float:
-            da = res[var]
-            if coord is not None:
-                da = da.sel({da.dims[0]: coord})
-            return float(da.values)
+            return float(_sel(res[var], coord).values)
 
         rows.append({"name": name, "var": var, "coord": coord, "r_hat": pick(r_hat), "ess_bulk": pick(ess_b), "ess_tail": pick(ess_t)})
     return pd.DataFrame(rows, columns=["name", "var", "coord", "r_hat", "ess_bulk", "ess_tail"])
@@ -551,7 +362,7 @@ def summarize_posterior(idata: Any, interval: float = 0.9) -> dict[str, Any]:
 
 def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
     """``posterior_summary.json`` as a compact table for notebooks (values rounded for display)."""
-    df = pd.DataFrame(summary["parameters"])
+    df = pd.DataFrame([p for p in summary["parameters"] if p["var"] not in ENTITY_DETAIL])
     pct = f"{round(100 * summary['interval'])}%"
     df = df[["name", "mean", "sd", "low", "high", "r_hat", "ess_bulk", "ess_tail"]].rename(
         columns={"name": "parameter", "low": f"{pct} low", "high": f"{pct} high"}
@@ -569,13 +380,13 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def model_metadata(info: dict[str, Any], spec: Any, idata: Any) -> dict[str, Any]:
-    """``model_metadata.json``: what was fitted, on which data, with which sampler and versions.
+def model_metadata(mmm: MMM, spec: Any, idata: Any) -> dict[str, Any]:
+    """``model_metadata.json``: what was fitted (from the model object), with which sampler and versions.
 
     Parameters
     ----------
-    info
-        From :func:`build_model` / :func:`design_matrices`.
+    mmm
+        The fitted :class:`~mmm_lib.model.MMM`.
     spec
         The run spec (sampler settings).
     idata
@@ -583,17 +394,8 @@ def model_metadata(info: dict[str, Any], spec: Any, idata: Any) -> dict[str, Any
     """
     attrs = dict(idata["posterior"].attrs)
     cores = attrs.get("mmm_cores")
-    priors = {k: v for k, v in PRIORS.items() if k != "gamma" or info["control_names"]}
     return {
-        "model": MODEL_NAME,
-        "target_transform": "log1p",
-        "target_center": float(info["target_center"]),
-        "likelihood": LIKELIHOOD,
-        "channels": list(info["channels"]),
-        "channel_features": list(info["channel_features"]),
-        "controls": list(info["control_names"]),
-        "control_features": list(info["control_features"]),
-        "priors": priors,
+        **mmm.metadata(),
         "sampler": {
             "nuts_sampler": attrs.get("mmm_sampler", spec.nuts_sampler),
             "inference_library": attrs.get("inference_library"),
@@ -607,19 +409,33 @@ def model_metadata(info: dict[str, Any], spec: Any, idata: Any) -> dict[str, Any
             "compile_time_s": attrs.get("mmm_compile_time_s"),
             "wall_time_s": attrs.get("mmm_wall_time_s"),
         },
-        "n_obs": int(info["n_obs"]),
-        "estimation_start": info["estimation_start"],
-        "estimation_end": info["estimation_end"],
         "sampling_time_s": attrs.get("mmm_sampling_time_s", attrs.get("sampling_time")),
         "versions": _versions(),
     }
+
+
+def add_prior(mmm: MMM, idata: Any, seed: int, draws: int = PRIOR_DRAWS) -> Any:
+    """Add ``prior`` and ``prior_predictive`` groups drawn by ``pm.sample_prior_predictive``.
+
+    Prior plots read these groups: the prior is never restated outside the model. Drawn after the
+    posterior with its own seed, so the posterior draws do not depend on it. Compiled in PyTensor's
+    FAST_COMPILE mode: forward sampling runs a few hundred times, compiling it fully would cost more.
+    """
+    import pymc as pm
+
+    with mmm.build(for_prior=True):
+        prior = pm.sample_prior_predictive(draws=draws, random_seed=int(seed) + 1, compile_kwargs={"mode": "FAST_COMPILE"})
+    for group in ("prior", "prior_predictive"):
+        if group in prior.children:
+            idata[group] = prior[group].to_dataset()
+    return idata
 
 
 # --------------------------------------------------------------------------- the 04_fit stage
 
 
 def fit_stage(run: Any, progress: bool = True, write: bool = True) -> dict[str, Any]:
-    """04_fit in one call: read features, build, sample, summarise and (by default) write.
+    """04_fit in one call: read features, build the run's model, sample, summarise and (by default) write.
 
     Parameters
     ----------
@@ -634,25 +450,35 @@ def fit_stage(run: Any, progress: bool = True, write: bool = True) -> dict[str, 
     Returns
     -------
     dict
-        ``idata`` (the DataTree), ``info`` (design matrices), ``summary`` and ``metadata`` (the
-        contents of ``posterior_summary.json`` and ``model_metadata.json``).
+        ``idata`` (the DataTree, with prior groups), ``model`` (the :class:`~mmm_lib.model.MMM`),
+        ``summary`` and ``metadata`` (the contents of ``posterior_summary.json`` and ``model_metadata.json``).
     """
-    features = run.read_parquet("features.parquet")
-    feature_metadata = run.read_json("feature_metadata.json")
-    model, info = build_model(features, feature_metadata)
+    return fit_model(run.read_parquet("features.parquet"), run.read_json("feature_metadata.json"),
+                     run.read_json("feature_scaler.json"), run.spec, progress=progress, run=run if write else None)
+
+
+def fit_model(features: pd.DataFrame, feature_metadata: dict[str, Any], feature_scaler: dict[str, Any], spec: Any,
+              progress: bool = True, run: Any = None) -> dict[str, Any]:
+    """Build the spec's model on these features, sample it and summarise (in process; writes when ``run`` is given)."""
+    mmm = from_artifacts(features, feature_metadata, feature_scaler, spec.model)
+    model = mmm.build()
+    d = mmm.data
     if progress:
+        ents = f" × {len(d.entities)} entities" if len(d.entities) > 1 else ""
         _say(
-            f"model: {info['n_obs']} periods {info['estimation_start']}..{info['estimation_end']}, "
-            f"{len(info['channels'])} channels, {len(info['control_names'])} controls"
+            f"model: {mmm.name} ({mmm.parameter_count()} parameters), {d.z.shape[1]} periods{ents} "
+            f"{mmm.metadata()['estimation_start']}..{mmm.metadata()['estimation_end']}, "
+            f"{len(d.channels)} channels, {len(d.control_names)} controls"
         )
-    idata = fit(model, run.spec, progress=progress)
+    idata = fit(model, spec, progress=progress)
+    idata = add_prior(mmm, idata, spec.random_seed)
     result = {
         "idata": idata,
-        "info": info,
+        "model": mmm,
         "summary": summarize_posterior(idata, interval=0.9),
-        "metadata": model_metadata(info, run.spec, idata),
+        "metadata": model_metadata(mmm, spec, idata),
     }
-    if write:
+    if run is not None:
         write_fit(run, result)
     return result
 
@@ -674,7 +500,9 @@ def fit_headline(result: dict[str, Any]) -> pd.DataFrame:
     md = result["metadata"]
     s = md["sampler"]
     row: dict[str, Any] = {
-        "periods": md["n_obs"],
+        "model": md["model"],
+        "parameters": md["n_parameters"],
+        "observations": md["n_obs"],
         "window": f"{md['estimation_start']} .. {md['estimation_end']}",
         "sampler": s["nuts_sampler"],
         "chains × draws": f"{s['chains']} × {s['draws']}",
@@ -690,11 +518,10 @@ def fit_headline(result: dict[str, Any]) -> pd.DataFrame:
 __all__ = [
     "build_model",
     "convergence_table",
-    "design_matrices",
     "fit",
     "fit_headline",
+    "fit_model",
     "fit_stage",
-    "linear_predictor",
     "model_metadata",
     "parameter_names",
     "posterior_draws",

@@ -14,12 +14,18 @@ The truth (``*_truth.json``) holds the parameters, the noise-free expected brand
 ``expm1(mu_t)``, the per-channel counterfactual ``expm1(mu_t - beta_c * media_c,t)`` and brand
 spend per period, and the true ROI and contribution per channel over the estimation window.
 :func:`true_roi` recomputes the ROI for any other window start from those stored series.
+
+:func:`simulate_panel` is a second, independent simulator: a multi-entity panel (stores or geos
+of different sizes) with a true process chosen per call (multiplicative or additive, Hill /
+logistic / Michaelis–Menten saturation, per-channel decays, optionally a channel with no effect)
+and each channel's cost calibrated to a known true ROI; :func:`panel_expected_sales` is its
+noise-free mean, from which every number of its truth can be recomputed.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -559,3 +565,479 @@ def robyn_like(n_weeks: int = 156, seed: int = 12, start: str = "2019-11-25") ->
         "competitor_sales_B": np.round(comp),
         "newsletter": newsletter,
     })
+
+
+# --------------------------------------------------------------------------- multi-entity panel simulator
+
+# Channel name -> (activity pattern, weekly activity units of a size-1 entity at a typical level).
+PANEL_CHANNELS: dict[str, tuple[str, float]] = {
+    "tv": ("flighted", 120.0),
+    "search": ("always_on", 4_000.0),
+    "social": ("always_on", 150_000.0),
+    "radio": ("flighted", 60.0),
+    "ooh": ("flighted", 25.0),
+    "display": ("always_on", 300_000.0),
+    "video": ("flighted", 80_000.0),
+    "email": ("always_on", 20_000.0),
+}
+PANEL_FORMS = ("multiplicative", "additive")
+SATURATION_FAMILIES = ("hill", "logistic", "michaelis_menten")
+PANEL_WINDOWS = {"carryover_months": 6, "estimation_months": 24}
+
+# Per family and parameter: (low, high, spec default to stay away from, half-width of the gap);
+# the defaults are SaturationConfig's (K 0.5, S 1, lam 3), so a fit at the defaults is misspecified.
+_SATURATION_DRAWS: dict[str, dict[str, tuple[float, float, float | None, float]]] = {
+    "hill": {"K": (0.2, 0.9, 0.5, 0.1), "S": (0.7, 2.5, 1.0, 0.15)},
+    "logistic": {"lam": (1.0, 6.0, 3.0, 0.5)},
+    "michaelis_menten": {"K": (0.1, 1.0, 0.5, 0.1)},
+}
+_PANEL_BASE_SALES = 20_000.0  # weekly baseline sales of a size-1 entity
+_YEAR_WEEKS = 52.18
+_PRICE_REF = 100.0
+
+
+def _draw_away(rng: np.random.Generator, lo: float, hi: float, avoid: float | None = None, gap: float = 0.0) -> float:
+    """Uniform on ``[lo, hi]`` without the band ``avoid ± gap`` (plain uniform when ``avoid`` is None)."""
+    if avoid is None or gap <= 0:
+        return float(rng.uniform(lo, hi))
+    a, b = max(lo, avoid - gap), min(hi, avoid + gap)
+    u = float(rng.uniform(lo, hi - max(b - a, 0.0)))
+    return u if u < a else u + max(b - a, 0.0)
+
+
+def _panel_raw_spec(drivers: list[str], windows: Mapping[str, Any]) -> dict[str, Any]:
+    return {"data_path": "panel.csv", "grain": "WEEK", "target_col": TARGET, "drivers": list(drivers),
+            "controls": [PRICE], "windows": dict(windows)}  # fmt: skip
+
+
+def _check_panel_args(
+    n_entities: int, n_periods: int, n_channels: int, form: str, saturation: str, dark_share: float,
+    max_lag: int, noise_sd: float, entity_ids: Sequence[str] | None,
+) -> None:  # fmt: skip
+    if n_entities < 1:
+        raise ValueError(f"n_entities is {n_entities}; use at least 1 entity")
+    if n_periods < 20:
+        raise ValueError(f"n_periods is {n_periods}; use at least 20 weekly periods")
+    if not 1 <= n_channels <= len(PANEL_CHANNELS):
+        raise ValueError(f"n_channels is {n_channels}; use 1 to {len(PANEL_CHANNELS)} (channels {list(PANEL_CHANNELS)})")
+    if form not in PANEL_FORMS:
+        raise ValueError(f"form is {form!r}; use one of {list(PANEL_FORMS)}")
+    if saturation not in SATURATION_FAMILIES:
+        raise ValueError(f"saturation is {saturation!r}; use one of {list(SATURATION_FAMILIES)}")
+    if not 0.0 <= dark_share <= 1.0:
+        raise ValueError(f"dark_share is {dark_share}; use a share in [0, 1]")
+    if int(max_lag) != max_lag or max_lag < 1:
+        raise ValueError(f"max_lag is {max_lag}; use an integer >= 1")
+    if not noise_sd >= 0:
+        raise ValueError(f"noise_sd is {noise_sd}; use a standard deviation >= 0")
+    if entity_ids is not None and (len(entity_ids) != n_entities or len(set(entity_ids)) != n_entities):
+        n_ids, n_distinct = len(entity_ids), len(set(entity_ids))
+        raise ValueError(f"entity_ids has {n_ids} ids ({n_distinct} distinct); give {n_entities} distinct ids")
+
+
+def _panel_decays(rng: np.random.Generator, decays: Sequence[float] | None, n_channels: int) -> list[float]:
+    """Given decays (checked) or draws from [0.1, 0.8] away from the spec default 0.5."""
+    if decays is None:
+        return [_draw_away(rng, 0.1, 0.8, 0.5, 0.1) for _ in range(n_channels)]
+    decays = [float(d) for d in decays]
+    if len(decays) != n_channels:
+        raise ValueError(f"decays has {len(decays)} values; give one per channel ({n_channels})")
+    bad = [d for d in decays if not 0.0 <= d < 1.0]
+    if bad:
+        raise ValueError(f"decays {bad} are outside [0, 1); a geometric decay must be in [0, 1)")
+    return decays
+
+
+def _zero_channel(zero_effect_channel: int | None, channels: list[str]) -> str | None:
+    if zero_effect_channel is None:
+        return None
+    n = len(channels)
+    if int(zero_effect_channel) != zero_effect_channel or not -n <= zero_effect_channel < n:
+        raise ValueError(f"zero_effect_channel is {zero_effect_channel}; use a channel index in [{-n}, {n - 1}] or None")
+    return channels[int(zero_effect_channel)]
+
+
+def _panel_target_roi(
+    rng: np.random.Generator, target_roi: Mapping[str, float] | None, channels: list[str], zero: str | None
+) -> dict[str, float]:
+    """Default ROI per channel drawn from uniform(0.3, 4.0), overridden by ``target_roi``; 0 for ``zero``."""
+    out = {ch: float(rng.uniform(0.3, 4.0)) for ch in channels}
+    given = dict(target_roi or {})
+    unknown = sorted(set(given) - set(channels))
+    if unknown:
+        raise ValueError(f"target_roi names {unknown}, which are not simulated channels {channels}")
+    bad = {ch: v for ch, v in given.items() if ch != zero and not v > 0}
+    if bad:
+        raise ValueError(f"target_roi {bad} must be > 0 (the zero-effect channel is the one with ROI 0)")
+    if zero is not None and given.get(zero, 0.0) != 0.0:
+        raise ValueError(
+            f"target_roi for {zero!r} is {given[zero]}, but it is the zero_effect_channel (true ROI 0); "
+            "drop it from target_roi or set zero_effect_channel=None"
+        )
+    out.update({ch: float(v) for ch, v in given.items()})
+    if zero is not None:
+        out[zero] = 0.0
+    return out
+
+
+def _channel_pattern(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
+    """A national weekly pattern around 1: flights with zero weeks, or always-on with pushes."""
+    if kind == "flighted":
+        return _flights(rng, n, on=(3, 6), off=(2, 7), level=(0.6, 1.4))
+    pushes = _flights(rng, n, on=(2, 4), off=(3, 8), level=(0.3, 1.0))
+    return (1.0 + pushes) * rng.lognormal(0.0, 0.25, n)
+
+
+def _panel_activity(rng: np.random.Generator, n: int, names: list[str], sizes: np.ndarray, dark_share: float) -> np.ndarray:
+    """(E, T, C) whole activity units: pattern × level × entity size × weekly jitter, with dark runs."""
+    E, C = len(sizes), len(names)
+    act = np.empty((E, n, C))
+    for j, name in enumerate(names):
+        kind, level = PANEL_CHANNELS[name]
+        pattern = _channel_pattern(rng, n, kind)
+        act[:, :, j] = level * sizes[:, None] * pattern[None, :] * rng.lognormal(0.0, 0.15, (E, n))
+    for k in rng.choice(E * C, size=int(round(dark_share * E * C)), replace=False):
+        i, j = divmod(int(k), C)
+        for _ in range(int(rng.integers(1, 4))):
+            length = int(rng.integers(4, 13))
+            t0 = int(rng.integers(0, max(n - length, 1)))
+            act[i, t0 : t0 + length, j] = 0.0
+    return np.round(act)
+
+
+def _activity_scale(act: np.ndarray, est: np.ndarray) -> np.ndarray:
+    """(E, C) max activity over the estimation window (else over all periods, else 1)."""
+    scale = act[:, est, :].max(axis=1)
+    scale = np.where(scale > 0, scale, act.max(axis=1))
+    return np.where(scale > 0, scale, 1.0)
+
+
+def _true_saturation(family: str, x: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+    if family == "hill":
+        return hill(x, params["K"], params["S"])
+    if family == "logistic":
+        e = np.exp(-params["lam"] * x)
+        return (1.0 - e) / (1.0 + e)
+    return x / (params["K"] + x)
+
+
+def _panel_saturated(truth: Mapping[str, Any], act: np.ndarray) -> np.ndarray:
+    """(E, T, C) true media response in [0, 1): normalised geometric adstock of scaled activity, saturated."""
+    p = truth["params"]
+    sat = truth["saturation"]
+    L = int(p["max_lag"])
+    out = np.empty(act.shape)
+    for j, ch in enumerate(p["channels"]):
+        d = float(truth["decay"][ch])
+        norm = sum(d**lag for lag in range(L))
+        for i, ent in enumerate(p["entities"]):
+            x = act[i, :, j] / p["activity_scale"][ent][ch]
+            out[i, :, j] = _true_saturation(sat["family"], geometric_adstock(x, d, L) / norm, sat["params"][ch])
+    return out
+
+
+def _panel_mean(truth: Mapping[str, Any], act: np.ndarray, price: np.ndarray) -> np.ndarray:
+    """(E, T) noise-free expected sales from activity (E, T, C) and price index (E, T)."""
+    p = truth["params"]
+    ents, chans = p["entities"], p["channels"]
+    t = np.arange(act.shape[1]) / _YEAR_WEEKS
+    time = p["season_sin"] * np.sin(2 * np.pi * t) + p["season_cos"] * np.cos(2 * np.pi * t) + p["trend_per_year"] * t
+    base = np.array([p["base"][e] for e in ents])[:, None]
+    effect = np.array([[p["effect"][e][c] for c in chans] for e in ents])[:, None, :]
+    media = (effect * _panel_saturated(truth, act)).sum(axis=2)
+    if truth["form"] == "multiplicative":
+        return np.expm1(np.log(base) + time[None, :] + p["price_coef"] * np.log(price / _PRICE_REF) + media)
+    return base * (1.0 + time[None, :] + p["price_coef"] * (price / _PRICE_REF - 1.0)) + base * media
+
+
+def _panel_grid(truth: Mapping[str, Any], data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Activity (E, T, C) and price (E, T) of a panel frame, and each row's (entity, period) index."""
+    p = truth["params"]
+    ei = pd.Index(p["entities"]).get_indexer(data["entity_id"])
+    ti = pd.DatetimeIndex(pd.to_datetime(p["period_start"])).get_indexer(pd.to_datetime(data["period_start"]))
+    E, T = len(p["entities"]), len(p["period_start"])
+    if (ei < 0).any() or (ti < 0).any() or len(data) != E * T or len(set(zip(ei, ti))) != E * T:
+        raise ValueError(f"data must hold each of the truth's {E} entities × {T} periods exactly once (got {len(data)} rows)")
+    act = np.zeros((E, T, len(p["channels"])))
+    price = np.zeros((E, T))
+    for j, ch in enumerate(p["channels"]):
+        act[ei, ti, j] = data[ch].to_numpy(dtype=float)
+    price[ei, ti] = data[PRICE].to_numpy(dtype=float)
+    return act, price, ei, ti
+
+
+def panel_expected_sales(truth: Mapping[str, Any], data: pd.DataFrame) -> pd.Series:
+    """Noise-free expected sales of a :func:`simulate_panel` frame under its true process.
+
+    Set a channel's activity to 0 in every row to get its counterfactual: the true incremental
+    sales of ``act_tv`` are ``panel_expected_sales(truth, data) -
+    panel_expected_sales(truth, data.assign(act_tv=0))`` (carry-over included).
+
+    Parameters
+    ----------
+    truth
+        The truth dict of :func:`simulate_panel` (or its JSON, loaded).
+    data
+        A frame with ``entity_id``, ``period_start``, the ``act_*`` columns and ``ctrl_price_index``
+        for every entity and period of the truth (any row order; other columns are ignored).
+
+    Returns
+    -------
+    pandas.Series
+        ``expm1(mu)`` (multiplicative form) or the additive mean, aligned to ``data``'s rows.
+    """
+    act, price, ei, ti = _panel_grid(truth, data)
+    return pd.Series(_panel_mean(truth, act, price)[ei, ti], index=data.index, name="expected_sales")
+
+
+def _panel_effects(
+    rng: np.random.Generator, entities: list[str], channels: list[str], zero: str | None
+) -> dict[str, dict[str, float]]:
+    """Entity × channel effect at full saturation: a channel mean × lognormal(0, 0.3) (0 for ``zero``).
+
+    The channel means share about 0.45 between the channels, so media is roughly 5–30% of sales.
+    """
+    mean = {ch: float(rng.uniform(0.5, 1.5)) * 0.45 / len(channels) for ch in channels}
+    jitter = rng.lognormal(0.0, 0.3, (len(entities), len(channels)))
+    return {e: {ch: 0.0 if ch == zero else mean[ch] * float(jitter[i, j]) for j, ch in enumerate(channels)}
+            for i, e in enumerate(entities)}  # fmt: skip
+
+
+def _calibrate_spend(
+    rng: np.random.Generator, act: np.ndarray, incremental: np.ndarray, target: np.ndarray, est: np.ndarray,
+    fallback_total: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Spend in cents (E, T, C) = activity × channel cost × entity jitter, hitting ``incremental / target``.
+
+    The channel cost makes estimation-window spend equal ``incremental / target``; the few cents
+    that rounding each cell leaves over go to the channel's largest estimation-window cell, so the
+    ROI is exact to a cent of spend. A channel with target 0 (no effect) spends the mean of the
+    others (``fallback_total`` when there are none).
+    """
+    E, _, C = act.shape
+    jitter = rng.uniform(0.9, 1.1, (E, C))
+    units = act * jitter[:, None, :]
+    est_units = units[:, est, :].sum(axis=(0, 1))
+    if (est_units <= 0).any():
+        raise ValueError("a channel has no activity in the estimation window; use more n_periods or a lower dark_share")
+    goal = np.divide(incremental, target, out=np.zeros(C), where=target > 0)
+    goal[target <= 0] = goal[target > 0].mean() if (target > 0).any() else fallback_total
+    cost = goal / est_units
+    cents = np.round(units * cost * 100).astype(np.int64)
+    for j in range(C):
+        block = cents[:, est, j]
+        i, t = np.unravel_index(np.argmax(block), block.shape)
+        block[i, t] += int(round(goal[j] * 100)) - int(block.sum())
+        cents[:, est, j] = block
+    return cents, cost, jitter
+
+
+def simulate_panel(
+    n_entities: int = 8,
+    n_periods: int = 156,
+    n_channels: int = 4,
+    seed: int = 0,
+    form: str = "multiplicative",
+    saturation: str = "hill",
+    decays: Sequence[float] | None = None,
+    zero_effect_channel: int | None = -1,
+    dark_share: float = 0.25,
+    windows: Mapping[str, Any] | None = None,
+    start: str | date = "2022-01-03",
+    max_lag: int = 13,
+    noise_sd: float = 0.05,
+    target_roi: Mapping[str, float] | None = None,
+    entity_ids: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Simulate a weekly multi-entity panel from a chosen true process, with each channel's true ROI.
+
+    Entities have lognormal sizes (sigma 0.8); baseline sales, activity and spend scale with size.
+    Per entity and channel the true media response is a geometric adstock with weights
+    ``decay**l`` normalised to sum 1 over ``max_lag`` lags, applied to activity divided by the
+    entity-channel's maximum over the estimation window, then the true saturation family. Sales
+    also carry an annual sine season, a mild trend and a negative price effect:
+
+    * ``multiplicative``: ``log1p(sales) = log(base_e) + season + trend + price + sum_c beta_ec * sat_ec + noise``;
+    * ``additive``: ``sales = base_e * (1 + season + trend + price) + sum_c coef_ec * base_e * sat_ec``,
+      times ``1 + noise``.
+
+    Each channel's cost per unit (global, times an entity jitter of ±10%) is calibrated so that its
+    true ROI over the estimation window equals ``target_roi``: the noise-free incremental sales of
+    setting the channel's activity to 0 in all rows (see :func:`panel_expected_sales`), summed over
+    entities and estimation periods, divided by its spend there.
+
+    Parameters
+    ----------
+    n_entities, n_periods
+        Entities (``store_001`` …) and weeks (Mondays from ``start``).
+    n_channels
+        Channels, the first ``n_channels`` of :data:`PANEL_CHANNELS` (``act_tv``, ``act_search`` …; at most 8).
+    seed
+        Random seed; the same arguments give identical data and truth.
+    form
+        ``"multiplicative"`` or ``"additive"`` (see above).
+    saturation
+        True saturation family: ``"hill"`` (K, S), ``"logistic"`` (lam) or ``"michaelis_menten"`` (K);
+        parameters are drawn per channel away from the spec defaults.
+    decays
+        True adstock decay per channel, each in [0, 1); default drawn from [0.1, 0.8] away from 0.5.
+    zero_effect_channel
+        Index of the channel with no effect (true ROI exactly 0; it still spends), or None.
+    dark_share
+        Share of (entity, channel) series given 1–3 runs of 4–12 dark (zero-activity) weeks.
+    windows
+        ``carryover_months`` / ``estimation_months`` as in a run spec (default 6 / 24); the
+        estimation window follows :func:`window_labels`.
+    start, max_lag, noise_sd
+        First Monday, adstock lags kept, and noise sd (log1p scale, or relative for ``additive``).
+    target_roi
+        True ROI per channel (``{"act_tv": 1.5}``); channels not given draw from uniform(0.3, 4.0).
+    entity_ids
+        Names of the entities, default ``store_001`` …
+
+    Returns
+    -------
+    data, truth
+        The panel (``entity_id``, ``period_start`` (datetime), ``sales``, ``act_*``, ``spend_*``,
+        ``ctrl_price_index``; money to the cent, whole activity units) and the JSON-able truth:
+        ``roi``, ``incremental``, ``spend`` (estimation window, summed over entities), ``entity_roi``,
+        ``decay``, ``saturation`` (``family``, ``params``), ``form``, ``entity_size``,
+        ``zero_effect_channel``, ``estimation_start``, ``target_roi``, ``cost_per_unit``,
+        ``media_share``, ``windows`` and ``params`` (what :func:`panel_expected_sales` needs).
+    """
+    _check_panel_args(n_entities, n_periods, n_channels, form, saturation, dark_share, max_lag, noise_sd, entity_ids)
+    start = pd.Timestamp(start)
+    if start.day_of_week != 0:
+        raise ValueError(f"start is {start.date()}, a {start.day_name()}; weekly periods start on Mondays")
+    names = list(PANEL_CHANNELS)[:n_channels]
+    channels = [f"act_{n}" for n in names]
+    windows = dict(PANEL_WINDOWS if windows is None else windows)
+    spec = parse_spec(_panel_raw_spec(channels, windows), source="simulate_panel(windows=...)")
+    zero = _zero_channel(zero_effect_channel, channels)
+    dates = pd.date_range(start, periods=n_periods, freq="7D")
+    est = window_labels(dates, spec) == "estimation"
+    if est.sum() < 10:
+        raise ValueError(
+            f"windows={windows} gives {int(est.sum())} estimation weeks; "
+            "use windows['estimation_months'] >= 3 (at least 10 weeks)"
+        )
+
+    # one stream per component: changing the form, the family, decays or target ROI leaves the rest as it was
+    rng_size, rng_decay, rng_sat, rng_roi, rng_act, rng_price, rng_effect, rng_noise, rng_cost = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9)
+    )
+    entities = list(entity_ids) if entity_ids is not None else [f"store_{i + 1:03d}" for i in range(n_entities)]
+    sizes = rng_size.lognormal(0.0, 0.8, n_entities)
+    decay = dict(zip(channels, _panel_decays(rng_decay, decays, n_channels)))
+    draws = _SATURATION_DRAWS[saturation]
+    sat_params = {ch: {k: _draw_away(rng_sat, *draws[k]) for k in draws} for ch in channels}
+    roi_goal = _panel_target_roi(rng_roi, target_roi, channels, zero)
+    act = _panel_activity(rng_act, n_periods, names, sizes, dark_share)
+    price = np.stack([_brand_price(rng_price, n_periods) for _ in entities])
+    scale = _activity_scale(act, est)
+    truth: dict[str, Any] = {
+        "form": form,
+        "decay": decay,
+        "saturation": {"family": saturation, "params": sat_params},
+        "params": {
+            "entities": entities,
+            "channels": channels,
+            "period_start": [d.strftime("%Y-%m-%d") for d in dates],
+            "max_lag": int(max_lag),
+            "activity_scale": {e: {ch: float(scale[i, j]) for j, ch in enumerate(channels)} for i, e in enumerate(entities)},
+            "base": {e: _PANEL_BASE_SALES * float(s) for e, s in zip(entities, sizes)},
+            "effect": _panel_effects(rng_effect, entities, channels, zero),
+            "season_sin": float(rng_effect.uniform(0.04, 0.10)),
+            "season_cos": float(rng_effect.uniform(-0.04, 0.04)),
+            "trend_per_year": float(rng_effect.uniform(0.01, 0.04)),
+            "price_coef": -float(rng_effect.uniform(0.8, 1.6)),
+            "noise_sd": float(noise_sd),
+        },
+    }
+    expected = _panel_mean(truth, act, price)
+    inc_et = np.stack([expected - _panel_mean(truth, np.where(np.arange(n_channels) == j, 0.0, act), price)
+                       for j in range(n_channels)], axis=2)  # fmt: skip
+    no_media = _panel_mean(truth, np.zeros_like(act), price)
+    if form == "multiplicative":
+        sales = np.expm1(np.log1p(expected) + rng_noise.normal(0.0, noise_sd, expected.shape))
+    else:
+        sales = expected * (1.0 + rng_noise.normal(0.0, noise_sd, expected.shape))
+    target = np.array([roi_goal[ch] for ch in channels])
+    incremental = inc_et[:, est, :].sum(axis=(0, 1))
+    cents, cost, jitter = _calibrate_spend(rng_cost, act, incremental, target, est, 0.1 * float(expected[:, est].sum()))
+
+    data = pd.DataFrame({"entity_id": np.repeat(entities, n_periods), "period_start": np.tile(dates, n_entities),
+                         TARGET: np.round(np.maximum(sales, 0.0), 2).reshape(-1)})  # fmt: skip
+    for j, n in enumerate(names):
+        data[f"act_{n}"] = act[:, :, j].reshape(-1).astype(np.int64)
+    for j, n in enumerate(names):
+        data[f"spend_{n}"] = cents[:, :, j].reshape(-1) / 100.0
+    data[PRICE] = price.reshape(-1)
+
+    spend_e = cents[:, est, :].sum(axis=1) / 100.0  # (E, C)
+    inc_e = inc_et[:, est, :].sum(axis=1)
+    spend = spend_e.sum(axis=0)
+    truth.update({
+        "roi": {ch: float(incremental[j] / spend[j]) for j, ch in enumerate(channels)},
+        "incremental": {ch: float(incremental[j]) for j, ch in enumerate(channels)},
+        "spend": {ch: float(spend[j]) for j, ch in enumerate(channels)},
+        "entity_roi": {e: {ch: float(inc_e[i, j] / spend_e[i, j]) if spend_e[i, j] > 0 else None
+                           for j, ch in enumerate(channels)} for i, e in enumerate(entities)},
+        "entity_size": {e: float(s) for e, s in zip(entities, sizes)},
+        "zero_effect_channel": zero,
+        "estimation_start": dates[int(np.argmax(est))].strftime("%Y-%m-%d"),
+        "windows": windows,
+        "target_roi": roi_goal,
+        "cost_per_unit": {ch: float(cost[j]) for j, ch in enumerate(channels)},
+        "cost_jitter": {e: {ch: float(jitter[i, j]) for j, ch in enumerate(channels)} for i, e in enumerate(entities)},
+        "media_share": float((expected - no_media)[:, est].sum() / expected[:, est].sum()),
+        "generator": {"function": "mmm_lib.sample.simulate_panel", "n_entities": n_entities, "n_periods": n_periods,
+                      "n_channels": n_channels, "seed": seed, "start": dates[0].strftime("%Y-%m-%d"),
+                      "dark_share": float(dark_share)},
+    })  # fmt: skip
+    return data, truth
+
+
+def meridian_like_panel(
+    n_geos: int = 20, n_periods: int = 156, n_channels: int = 4, seed: int = 0, **kw: Any
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """:func:`simulate_panel` in the shape of Meridian's simulated ``geo_media`` data (20 geos × 156 weeks × 4 channels).
+
+    Entities are ``geo_00`` …; columns and truth are those of :func:`simulate_panel` (seed format,
+    unlike :func:`meridian_like`, which mimics Meridian's own column names). ``kw`` goes to
+    :func:`simulate_panel`.
+    """
+    width = max(2, len(str(n_geos - 1)))
+    ids = [f"geo_{i:0{width}d}" for i in range(n_geos)]
+    return simulate_panel(n_entities=n_geos, n_periods=n_periods, n_channels=n_channels, seed=seed, entity_ids=ids, **kw)
+
+
+def panel_spec(source: pd.DataFrame | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """A raw run-spec dict for a :func:`simulate_panel` panel (validated, returned as plain data).
+
+    Parameters
+    ----------
+    source
+        The panel frame (drivers = its ``act_*`` columns, default windows) or its truth dict
+        (drivers = its channels, the simulated windows).
+    **overrides
+        Top-level spec keys that replace the defaults, e.g. ``draws=200``, ``data_path="x.csv"``,
+        ``feature_config={...}`` (``dataset_id`` replaces the ``"panel.csv"`` placeholder).
+
+    Returns
+    -------
+    dict
+        ``data_path: "panel.csv"``, ``grain: WEEK``, ``target_col: sales``, the drivers,
+        ``controls: [ctrl_price_index]`` and the windows, with ``overrides`` applied.
+    """
+    if isinstance(source, pd.DataFrame):
+        raw = _panel_raw_spec([c for c in source.columns if str(c).startswith("act_")], PANEL_WINDOWS)
+    elif isinstance(source, Mapping) and "params" in source and "windows" in source:
+        raw = _panel_raw_spec(list(source["params"]["channels"]), source["windows"])
+    else:
+        raise ValueError(f"panel_spec source is a {type(source).__name__}; pass the frame or the truth dict of simulate_panel")
+    if "dataset_id" in overrides:
+        raw.pop("data_path")
+    raw.update(overrides)
+    parse_spec(raw, source="panel_spec(...)")
+    return raw

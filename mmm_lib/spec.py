@@ -41,12 +41,18 @@ class AdstockConfig(_Strict):
 
 
 class SaturationConfig(_Strict):
-    """Hill saturation ``x^S / (K^S + x^S)`` on adstocked activity scaled to max 1 (see features)."""
+    """Saturation of adstocked activity scaled to max 1 (see features): the family and its settings.
+
+    ``hill``: ``x^S / (K^S + x^S)``; ``michaelis_menten``: ``x / (K + x)``; ``logistic``:
+    ``(1 - exp(-lam x)) / (1 + exp(-lam x))``. With ``model.transforms: fixed`` these values are
+    used as they are; with ``learned`` they centre the priors of the per-channel parameters.
+    """
 
     enabled: bool = True
-    type: Literal["hill"] = "hill"
+    type: Literal["hill", "logistic", "michaelis_menten"] = "hill"
     K: float = Field(0.5, gt=0.0)
     S: float = Field(1.0, gt=0.0)
+    lam: float = Field(3.0, gt=0.0, description="logistic steepness (only for type: logistic)")
 
 
 class SeasonalityConfig(_Strict):
@@ -73,6 +79,27 @@ class WindowsConfig(_Strict):
 
     carryover_months: int = Field(12, ge=0)
     estimation_months: int = Field(12, ge=1)
+
+
+class ModelConfig(_Strict):
+    """Which model configuration to fit (see docs/MODEL.md).
+
+    ``transforms``: ``fixed`` uses ``feature_config``'s adstock decay and saturation as given;
+    ``learned`` estimates a decay and saturation parameters per channel, with priors centred on
+    those settings. ``level``: ``brand`` sums entities into one series; ``entity`` keeps each
+    store/geo as its own series, with channel effects partially pooled across entities.
+    ``priors``: overrides of the prior registry by parameter name, or ``name[channel]``
+    (e.g. ``"decay[act_tv]": {dist: Beta, alpha: 8, beta: 2}``).
+    """
+
+    transforms: Literal["fixed", "learned"] = "fixed"
+    level: Literal["brand", "entity"] = "brand"
+    priors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @property
+    def is_baseline(self) -> bool:
+        """Fixed transforms at brand level: the baseline model."""
+        return self.transforms == "fixed" and self.level == "brand"
 
 
 class ColumnsConfig(_Strict):
@@ -135,6 +162,7 @@ class RunSpec(_Strict):
         default_factory=dict, description="entity -> brand aggregation per control (default mean)"
     )
     feature_config: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
     draws: int = Field(1000, ge=10)
     tune: int = Field(1000, ge=10)
@@ -174,6 +202,17 @@ class RunSpec(_Strict):
         unknown = sorted(set(self.control_aggregation) - set(self.controls))
         if unknown:
             raise ValueError(f"control_aggregation names {unknown}, which are not in controls {self.controls}")
+        if self.model.priors:
+            from .model.priors import PriorError, check_prior
+
+            for key, raw in self.model.priors.items():
+                try:
+                    check_prior(key, raw)
+                except PriorError as e:
+                    raise ValueError(str(e)) from None
+                ch = key.partition("[")[2].rstrip("]")
+                if ch and ch not in self.drivers:
+                    raise ValueError(f"model.priors.{key}: {ch!r} is not in drivers {self.drivers}")
         m = self.columns.target_multiplier
         if m is not None and m == self.target_col:
             raise ValueError(f"columns.target_multiplier is the target column {m!r} itself; name the per-unit value column")

@@ -300,13 +300,12 @@ def _iso(ts: Any) -> str:
     return pd.Timestamp(ts).date().isoformat()
 
 
-def _n_parameters(n_drivers: int, n_controls: int, features: FeatureConfig) -> tuple[int, str]:
-    k = features.seasonality.K if features.seasonality.enabled else 0
-    trend = 1 if features.trend.enabled else 0
-    n = n_drivers + n_controls + 2 * k + trend + 4
-    parts = (f"{_n(n_drivers, 'driver')}, {_n(n_controls, 'control')}, {_n(2 * k, 'seasonality term')}, "
-             f"{_n(trend, 'trend term')}, 4 others: intercept, sigma_beta, sigma, nu")
-    return n, parts
+def _n_parameters(spec: RunSpec, n_entities: int) -> tuple[int, str]:
+    """The model's parameter count, asked of the model's own prior registry."""
+    from .model import parameter_count
+
+    n, per = parameter_count(spec, n_entities)
+    return n, ", ".join(f"{k} {v}" for k, v in per.items() if v)
 
 
 class _Ctx:
@@ -808,7 +807,10 @@ def _check_windows(ctx: _Ctx) -> None:
     first = periods.min()
     est = periods[periods >= ctx.win["estimation_start"]]
     ctx.n_est = n_est = len(est)
-    n_params, parts = _n_parameters(len(ctx.roles["drivers"]), len(ctx.roles["controls"]), ctx.features)
+    n_entities = int(ctx.entity.nunique()) if ctx.entity is not None and ctx.spec.model.level == "entity" else 1
+    n_params, parts = _n_parameters(ctx.spec, n_entities)
+    # An entity-level model sees every entity's periods: observations, not weeks, bound its parameters.
+    n_obs = n_est * n_entities
     ctx.n_params = n_params
     w = ctx.windows
     g = ctx.grain.lower()  # type: ignore[union-attr]
@@ -826,14 +828,15 @@ def _check_windows(ctx: _Ctx) -> None:
                 f"carryover has {n_carry} {g}s instead of {w.carryover_months} months",
                 "add history or shorten windows.carryover_months (early adstock is slightly understated)",
                 [ctx.period_col], first=_iso(first), carryover_start=_iso(ctx.win["carryover_start"]))
-    if n_est < n_params:
+    obs = f"{n_est} {g}s" if n_entities == 1 else f"{n_obs} observations ({n_est} {g}s × {n_entities} entities)"
+    if n_obs < n_params:
         ctx.add("error", "TOO_FEW_PERIODS",
-                f"the estimation window has {n_est} {g}s but the model has {n_params} parameters ({parts})",
+                f"the estimation window has {obs} but the model has {n_params} parameters ({parts})",
                 "add history, lengthen windows.estimation_months, or use fewer drivers, controls or seasonality terms",
                 [ctx.period_col], n_estimation=n_est, n_parameters=n_params)
     else:
-        ratio = n_est / n_params
-        msg = f"{n_est} estimation {g}s for {n_params} model parameters ({parts}): {ratio:.1f} periods per parameter"
+        ratio = n_obs / n_params
+        msg = f"{obs} in the estimation window for {n_params} model parameters ({parts}): {ratio:.1f} per parameter"
         if ratio < MIN_DATA_PER_PARAM:
             ctx.add("warning", "LOW_DATA_PARAMETER_RATIO", msg + f", below {MIN_DATA_PER_PARAM:g}",
                     "expect wide intervals: add history or use fewer drivers/controls/seasonality terms", [],

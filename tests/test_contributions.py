@@ -124,6 +124,14 @@ def _design(inputs: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return est, media, ctrl
 
 
+def _mu_terms(inputs: dict, draws: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The run's model object evaluated on the observed activity: (S, T) mu and (S, T, C) media terms."""
+    keys = ("features_df", "feature_metadata", "feature_scaler", "model_metadata")
+    mmm = contrib.model_for(*(inputs[k] for k in keys))
+    media = mmm.media(draws, mmm.data.activity)
+    return mmm.mu(draws, media)[:, 0], mmm.media_terms(draws, media)[:, 0]
+
+
 # ------------------------------------------------------------------------------------ decomposition
 
 
@@ -131,7 +139,7 @@ def test_decomposition_sums_to_fitted_per_draw_and_period():
     inputs = make_inputs()
     _, media, ctrl = _design(inputs)
     draws = posterior_draws(inputs["idata"])
-    parts = dict(contrib.iter_decomposition(draws, media, ctrl, 6.9, DRIVERS))
+    parts = dict(contrib.iter_decomposition(*_mu_terms(inputs, draws), 6.9, DRIVERS))
     assert list(parts) == ["fitted", "baseline", *DRIVERS]
     total = parts["baseline"] + sum(parts[d] for d in DRIVERS)
     assert parts["fitted"].shape == (200, N_EST)
@@ -150,7 +158,7 @@ def test_decomposition_sums_to_fitted_per_draw_and_period():
 def test_media_total_shared_in_proportion_to_log_terms():
     inputs = make_inputs(beta=[[0.2, 0.6, 0.0]], n_chains=1, n_draws=1)
     _, media, ctrl = _design(inputs)
-    parts = dict(contrib.iter_decomposition(posterior_draws(inputs["idata"]), media, ctrl, 6.9, DRIVERS))
+    parts = dict(contrib.iter_decomposition(*_mu_terms(inputs, posterior_draws(inputs["idata"])), 6.9, DRIVERS))
     # tv : search = 0.2 f_tv : 0.6 f_search, radio (beta 0) gets nothing
     t = 5
     assert parts["act_tv"][0, t] / parts["act_search"][0, t] == pytest.approx(
