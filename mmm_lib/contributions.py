@@ -574,3 +574,14 @@ def headline(result: ContributionResult) -> dict[str, Any]:
         "best_roi": None if best is None else f"{best['channel']} ({best['roi']:.2f})",
         "worst_roi": None if worst is None else f"{worst['channel']} ({worst['roi']:.2f})",
     }
+
+
+def entity_roi_table(roi: dict[str, Any]) -> pd.DataFrame:
+    """Per-entity ROI (entity-level models): rows entity, columns ``<channel>`` as "mean [low, high]"."""
+    rows = {}
+    for e in roi.get("entities") or []:
+        rows[e["entity_id"]] = {
+            r["channel"]: (f"{r['roi']:.2f} [{r['roi_low']:.2f}, {r['roi_high']:.2f}]" if r.get("roi") is not None else "—")
+            for r in e["channels"]
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("entity")

@@ -24,6 +24,13 @@ def _pct(interval: float) -> str:
     return f"{interval * 100:g}%"
 
 
+def brand_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The brand's rows of a per-period table: all rows of a brand-level run, the ``brand`` rows of an entity-level one."""
+    if "entity_id" in df.columns and df["entity_id"].nunique() > 1:
+        return df[df["entity_id"] == "brand"]
+    return df
+
+
 def plot_fit(
     fitted: pd.DataFrame, fit_metrics: dict[str, Any] | None = None, target: str = "sales", interval: float = 0.9
 ) -> Figure:
@@ -40,7 +47,7 @@ def plot_fit(
     interval
         Probability of the band (for the legend).
     """
-    df = fitted.sort_values("period_start")
+    df = brand_rows(fitted).sort_values("period_start")
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax = fig.subplots()
     x = pd.to_datetime(df["period_start"])
@@ -77,6 +84,7 @@ def plot_decomposition(timeseries: pd.DataFrame, target: str = "sales") -> Figur
     target
         Name of the target, for the axis label.
     """
+    timeseries = brand_rows(timeseries)
     wide = timeseries.pivot(index="period_start", columns="component", values="mean").sort_index()
     order = ["baseline"] + [c for c in pd.unique(timeseries["component"]) if c != "baseline"]
     wide = wide[[c for c in order if c in wide.columns]]
@@ -163,4 +171,63 @@ def plot_contribution_share(summary: dict[str, Any]) -> Figure:
     ax.set_ylabel("channel")
     if len(chans):
         ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_entity_roi(roi: dict[str, Any]) -> Figure:
+    """ROI per channel and entity (entity-level models): one panel per channel, entities sorted by ROI.
+
+    The brand's ROI (all entities together) is the red line with its band; entities far from it with
+    narrow intervals are where the channel works differently.
+    """
+    ents = roi.get("entities") or []
+    channels = [c["channel"] for c in roi.get("channels", []) if c.get("roi") is not None]
+    if not ents or not channels:
+        fig = Figure(figsize=(8, 0.8))
+        fig.text(0.01, 0.5, "No per-entity ROI: this is a brand-level model (model.level: brand).", va="center", color="0.3")
+        return fig
+    fig = Figure(figsize=(3.6 * len(channels), 0.28 * len(ents) + 1.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(channels), squeeze=False)).ravel()
+    brand = {c["channel"]: c for c in roi["channels"]}
+    for ax, ch in zip(axes, channels):
+        pts = [(e["entity_id"], r) for e in ents for r in e["channels"] if r["channel"] == ch and r.get("roi") is not None]
+        pts.sort(key=lambda p: p[1]["roi"])
+        y = np.arange(len(pts))
+        m = np.array([p[1]["roi"] for p in pts])
+        lo = np.array([p[1]["roi_low"] for p in pts])
+        hi = np.array([p[1]["roi_high"] for p in pts])
+        ax.errorbar(m, y, xerr=[np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)], fmt="o", ms=3, color="tab:blue", capsize=2)
+        b = brand[ch]
+        ax.axvspan(b["roi_low"], b["roi_high"], color="tab:red", alpha=0.12)
+        ax.axvline(b["roi"], color="tab:red", lw=1.2, label="brand")
+        ax.set_yticks(y, [p[0] for p in pts], fontsize=7)
+        ax.set_title(ch)
+        ax.set_xlabel("ROI (sales per unit of spend)")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"ROI by entity ({_pct(roi.get('interval', 0.9))} intervals); red: the brand")
+    return fig
+
+
+def plot_response_curves(curves: pd.DataFrame, target: str = "sales") -> Figure:
+    """Incremental sales vs spend per channel over the estimation window, with the interval band.
+
+    The dot is the observed spend; the dashed line has slope 1 (each unit of spend returns one unit of
+    sales): where the curve's slope falls below it, extra spend no longer pays back.
+    """
+    channels = list(pd.unique(curves["channel"]))
+    fig = Figure(figsize=(3.8 * len(channels), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(channels), squeeze=False)).ravel()
+    for ax, ch in zip(axes, channels):
+        g = curves[curves["channel"] == ch]
+        ax.fill_between(g["spend"], g["incremental_low"], g["incremental_high"], color="tab:blue", alpha=0.2)
+        ax.plot(g["spend"], g["incremental"], color="tab:blue")
+        now = g.loc[(g["multiplier"] - 1.0).abs().idxmin()]
+        ax.plot([now["spend"]], [now["incremental"]], "o", color="black", label="observed spend")
+        ax.plot(g["spend"], g["spend"], ls="--", color="0.5", lw=0.8, label="break-even")
+        ax.set_title(f"{ch}: marginal ROI {now['marginal_roi']:.2f} at current spend", fontsize=9)
+        ax.set_xlabel("spend over the window")
+        ax.ticklabel_format(style="plain", axis="both")
+    axes[0].set_ylabel(f"incremental {target}")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle("Response curves: incremental sales over the estimation window vs spend (0–2× observed)")
     return fig

@@ -31,6 +31,11 @@ def _shade_estimation(ax: Any, dates: pd.Series, window: pd.Series, label: bool)
 
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    """One series in time order: the brand, or for an entity-level run its largest entity (by activity)."""
+    if df["entity_id"].nunique() > 1:
+        drivers = [c for c in df.columns if str(c).startswith("act_")] or list(df.columns[3:4])
+        biggest = df.groupby("entity_id")[drivers].sum().sum(axis=1).idxmax()
+        df = df[df["entity_id"] == biggest]
     return df.sort_values("period_start", kind="stable").reset_index(drop=True)
 
 

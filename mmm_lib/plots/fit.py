@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..model_pymc import _posterior_dataset, parameter_names
+from ..model_pymc import _posterior_dataset, _select, parameter_names
 
 _CHAIN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-MAIN_PARAMETERS = ("beta", "sigma_beta", "intercept", "sigma", "nu")
+MAIN_PARAMETERS = ("beta", "sigma_beta", "decay", "half_saturation", "hill_slope", "logistic_lam", "intercept", "sigma", "nu")
 
 _VAR_LABEL = {
     "beta": "channel coefficient beta (log-lift of sales at media feature = 1)",
@@ -22,15 +22,11 @@ _VAR_LABEL = {
 
 
 def _draws(ds: Any, var: str, coord: str | None) -> np.ndarray:
-    da = ds[var]
-    if coord is not None:
-        dim = [d for d in da.dims if d not in ("chain", "draw")][0]
-        da = da.sel({dim: coord})
-    return np.asarray(da.transpose("chain", "draw").values, dtype=float)
+    return _select(ds[var], coord)
 
 
 def _selected(ds: Any, var_names: tuple[str, ...] | list[str] | None) -> list[tuple[str, str, str | None]]:
-    wanted = list(var_names) if var_names is not None else list(MAIN_PARAMETERS)
+    wanted = list(var_names) if var_names is not None else [v for v in MAIN_PARAMETERS if v in ds]
     unknown = [v for v in wanted if v not in ds]
     if unknown:
         raise ValueError(f"posterior has no variable(s) {unknown}; available: {sorted(map(str, ds.data_vars))}")
@@ -72,34 +68,90 @@ def plot_coefficients(idata: Any, var: str = "beta", interval: float = 0.9) -> F
     return fig
 
 
-def plot_beta_prior_posterior(idata: Any, n_prior: int = 20_000, seed: int = 0) -> Figure:
-    """Prior vs posterior of each channel's beta.
+TRANSFORM_PARAMETERS = ("decay", "half_saturation", "hill_slope", "logistic_lam")
+_AXIS_LABEL = {
+    "beta": "beta (log-lift at saturation 1)",
+    "decay": "adstock decay per period",
+    "half_saturation": "half-saturation (share of peak activity)",
+    "hill_slope": "Hill slope",
+    "logistic_lam": "logistic steepness",
+}
 
-    The prior is the model's marginal ``beta ~ HalfNormal(sigma_beta)``, ``sigma_beta ~
-    HalfNormal(0.5)``, simulated with numpy. A posterior much narrower than the prior means the
-    data inform the coefficient; one that looks like the prior means they do not.
+
+def _note_figure(text: str) -> Figure:
+    fig = Figure(figsize=(8, 0.8))
+    fig.text(0.01, 0.5, text, va="center", fontsize=10, color="0.3")
+    return fig
+
+
+def plot_prior_posterior(idata: Any, var_names: tuple[str, ...] | list[str] = ("beta", *TRANSFORM_PARAMETERS)) -> Figure:
+    """Prior vs posterior of each channel's parameters, one panel per parameter and channel.
+
+    The prior draws are the fit's own ``prior`` group (``pm.sample_prior_predictive`` on the model
+    that was fitted), so the grey histogram is exactly the prior NUTS started from. A posterior much
+    narrower than the prior is learned from the data; one that looks like the prior is not.
     """
+    if "prior" not in idata.children:
+        raise ValueError("the posterior has no 'prior' group (fitted before prior draws were stored); rerun 04_fit")
     ds = _posterior_dataset(idata)
-    items = [n for n in parameter_names(ds) if n[1] == "beta"]
-    rng = np.random.default_rng(seed)
-    prior = np.abs(rng.normal(0, 1, n_prior)) * np.abs(rng.normal(0, 0.5, n_prior))
-    ncols = min(3, len(items))
-    nrows = int(np.ceil(len(items) / ncols))
-    fig = Figure(figsize=(3.6 * ncols, 2.8 * nrows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for ax, (_, v, coord) in zip(axes, items):
-        post = _draws(ds, v, coord).ravel()
-        hi = max(np.quantile(post, 0.999), np.quantile(prior, 0.95))
-        bins = np.linspace(0, hi, 60)
-        ax.hist(prior[prior <= hi], bins=bins, density=True, color="0.6", alpha=0.5, label="prior")
-        ax.hist(post[post <= hi], bins=bins, density=True, color="#1f77b4", alpha=0.7, label="posterior")
-        ax.set_title(str(coord))
-        ax.set_xlabel("beta (log-lift at feature = 1)")
-        ax.set_ylabel("density")
-    for ax in axes[len(items):]:
-        ax.set_visible(False)
-    axes[0].legend(loc="upper right", fontsize=8)
-    fig.suptitle("Channel coefficients: prior vs posterior")
+    prior = idata["prior"].to_dataset()
+    rows = [v for v in var_names if v in ds and v in prior]
+    if not rows:
+        raise ValueError(f"none of {list(var_names)} is in both the posterior and the prior")
+    channels = [str(c) for c in ds[rows[0]]["channel"].values]
+    fig = Figure(figsize=(3.2 * len(channels), 2.4 * len(rows) + 0.7), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(rows), len(channels), squeeze=False))
+    for i, var in enumerate(rows):
+        for j, ch in enumerate(channels):
+            ax = axes[i, j]
+            post = _draws(ds, var, ch).ravel()
+            pri = _draws(prior, var, ch).ravel()
+            lo = min(np.quantile(post, 0.001), np.quantile(pri, 0.02))
+            hi = max(np.quantile(post, 0.999), np.quantile(pri, 0.98))
+            bins = np.linspace(lo, hi, 50)
+            ax.hist(pri[(pri >= lo) & (pri <= hi)], bins=bins, density=True, color="0.6", alpha=0.5, label="prior")
+            ax.hist(post[(post >= lo) & (post <= hi)], bins=bins, density=True, color="#1f77b4", alpha=0.7, label="posterior")
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(ch)
+            ax.set_xlabel(_AXIS_LABEL.get(var, var), fontsize=8)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    fig.suptitle("Prior (grey) vs posterior (blue) of each channel's parameters")
+    return fig
+
+
+def plot_beta_prior_posterior(idata: Any) -> Figure:
+    """Prior vs posterior of each channel's beta (see :func:`plot_prior_posterior`)."""
+    return plot_prior_posterior(idata, ("beta",))
+
+
+def plot_adstock_weights(idata: Any, max_lag: int, interval: float = 0.9) -> Figure:
+    """Learned carry-over per channel: the share of a period's effect felt 0, 1, 2 … periods later.
+
+    Weights are the model's own normalised geometric weights
+    (:func:`mmm_lib.model.transforms.adstock_weights`) on every posterior draw of ``decay``: the
+    line is the posterior mean, the band its equal-tailed interval.
+    """
+    from ..model.transforms import adstock_weights, half_life
+
+    ds = _posterior_dataset(idata)
+    if "decay" not in ds:
+        return _note_figure("Adstock is fixed by the spec in this model (model.transforms: fixed): see 03_features.")
+    channels = [str(c) for c in ds["decay"]["channel"].values]
+    fig = Figure(figsize=(3.4 * len(channels), 2.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(channels), squeeze=False)).ravel()
+    lags = np.arange(max_lag)
+    tail = (1 - interval) / 2
+    for ax, ch in zip(axes, channels):
+        d = _draws(ds, "decay", ch).ravel()
+        w = adstock_weights(d, max_lag, True)  # (L, S)
+        lo, hi = np.quantile(w, [tail, 1 - tail], axis=1)
+        ax.fill_between(lags, lo, hi, color="#1f77b4", alpha=0.25, step="mid")
+        ax.plot(lags, w.mean(axis=1), color="#1f77b4", marker="o", ms=3)
+        ax.set_title(f"{ch}: decay {d.mean():.2f}, half-life {half_life(float(d.mean())):.1f} periods", fontsize=9)
+        ax.set_xlabel("periods after the activity")
+    axes[0].set_ylabel("share of the effect")
+    fig.suptitle(f"Learned adstock weights (posterior mean, {round(100 * interval)}% band)")
     return fig
 
 
