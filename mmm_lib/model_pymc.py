@@ -367,7 +367,15 @@ def summary_table(summary: dict[str, Any]) -> pd.DataFrame:
     df = df[["name", "mean", "sd", "low", "high", "r_hat", "ess_bulk", "ess_tail"]].rename(
         columns={"name": "parameter", "low": f"{pct} low", "high": f"{pct} high"}
     )
-    return df.round({"mean": 3, "sd": 3, f"{pct} low": 3, f"{pct} high": 3, "r_hat": 3, "ess_bulk": 0, "ess_tail": 0})
+    df = df.round({"mean": 3, "sd": 3, f"{pct} low": 3, f"{pct} high": 3, "r_hat": 3, "ess_bulk": 0, "ess_tail": 0})
+    return df.set_index("parameter")
+
+
+def prior_table(mmm: MMM) -> pd.DataFrame:
+    """The model's priors as a table: parameter, distribution, dims and meaning (from the prior registry)."""
+    rows = [{"parameter": k, "prior": p.describe().split(": ", 1)[0].split(" over ")[0],
+             "per": " × ".join(p.dims) or "—", "meaning": p.note} for k, p in mmm.priors.items()]  # fmt: skip
+    return pd.DataFrame(rows).set_index("parameter")
 
 
 def _versions() -> dict[str, str]:
@@ -423,8 +431,16 @@ def add_prior(mmm: MMM, idata: Any, seed: int, draws: int = PRIOR_DRAWS) -> Any:
     """
     import pymc as pm
 
-    with mmm.build(for_prior=True):
-        prior = pm.sample_prior_predictive(draws=draws, random_seed=int(seed) + 1, compile_kwargs={"mode": "FAST_COMPILE"})
+    import logging
+
+    log = logging.getLogger("pymc")
+    level = log.level
+    log.setLevel(logging.WARNING)  # its "Sampling: [...]" line is noise in a report
+    try:
+        with mmm.build(for_prior=True):
+            prior = pm.sample_prior_predictive(draws=draws, random_seed=int(seed) + 1, compile_kwargs={"mode": "FAST_COMPILE"})
+    finally:
+        log.setLevel(level)
     for group in ("prior", "prior_predictive"):
         if group in prior.children:
             idata[group] = prior[group].to_dataset()
@@ -524,6 +540,7 @@ __all__ = [
     "fit_stage",
     "model_metadata",
     "parameter_names",
+    "prior_table",
     "posterior_draws",
     "summarize_posterior",
     "summary_table",
