@@ -409,7 +409,7 @@ def test_roi_matches_the_sample_generators_known_truth():
     repo = Path(__file__).resolve().parent.parent
     truth = json.loads((repo / "data" / "mmm_sample_small_truth.json").read_text())
     p = truth["params"]
-    spec = load_spec(repo / "params" / "example.yaml")
+    spec = load_spec(repo / "params" / "baseline.yaml")  # the generator's truth is the brand-level baseline model
     can, ci = canonicalize(load_raw(repo / "data" / "mmm_sample_small.csv"), spec)
     features_df, fm, scaler = build_features(can, ci, spec)
     chans = [c["driver"] for c in fm["channels"]]

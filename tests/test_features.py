@@ -162,19 +162,25 @@ def test_build_features_columns_and_metadata():
     f, meta, scaler = build_features(df, info, spec)
     assert list(f.columns) == [
         "entity_id", "period_start", "window", "target",
-        "media__act_tv", "media__act_radio", "ctrl__ctrl_price",
+        "media__act_tv", "media__act_radio", "activity__act_tv", "activity__act_radio", "ctrl__ctrl_price",
         "season__sin1", "season__cos1", "season__sin2", "season__cos2", "trend",
     ]  # fmt: skip
     assert f["period_start"].dtype == "datetime64[ns]"
     np.testing.assert_array_equal(f["target"], df["sales"])
+    # raw activity, unchanged, for the learned-transform model
+    for d in DRIVERS:
+        np.testing.assert_array_equal(f[f"activity__{d}"], df[d])
     assert meta["target"] == "sales" and meta["grain"] == "WEEK"
     assert meta["channels"][0] == {
-        "driver": "act_tv", "feature": "media__act_tv", "spend_col": "spend_tv", "decay": 0.7, "max_lag": 8
+        "driver": "act_tv", "feature": "media__act_tv", "activity": "activity__act_tv", "spend_col": "spend_tv",
+        "decay": 0.7, "max_lag": 8,
     }  # fmt: skip
     assert meta["channels"][1]["decay"] == 0.5 and meta["channels"][1]["spend_col"] is None
+    assert meta["channels"][1]["activity"] == "activity__act_radio"
     assert [c["kind"] for c in meta["controls"]] == ["control"] + ["seasonality"] * 4 + ["trend"]
-    assert feature_columns(meta) == list(f.columns[4:])
-    assert meta["saturation"] == {"enabled": True, "type": "hill", "K": 0.5, "S": 1.5, "scale": SATURATION_SCALE}
+    # the regressors: media features and controls, not the raw activity columns
+    assert feature_columns(meta) == list(f.columns[4:6]) + list(f.columns[8:])
+    assert meta["saturation"] == {"enabled": True, "type": "hill", "K": 0.5, "S": 1.5, "lam": 3.0, "scale": SATURATION_SCALE}
     assert meta["seasonality"] == {"enabled": True, "K": 2, "period": pytest.approx(365.25 / 7)}
     assert meta["trend"] == {"enabled": True}
     assert set(scaler) == {"media", "controls", "trend", "time_origin"}

@@ -1,4 +1,4 @@
-"""Tests for mmm_lib.model_pymc: design matrices, model structure, summaries, and one real fit.
+"""Tests for mmm_lib.model_pymc: model data, model structure, summaries, and one real fit.
 
 Fast tests use hand-built data and posteriors (no sampling). The ``slow`` tests compile and run
 NUTS on small data: a known-truth recovery test (sample generator → features → fit), the 04_fit
@@ -15,7 +15,8 @@ import pytest
 import xarray as xr
 
 from mmm_lib import model_pymc as mp
-from mmm_lib.spec import parse_spec
+from mmm_lib.model import from_artifacts, model_data
+from mmm_lib.spec import ModelConfig, parse_spec
 from mmm_lib.storage import open_run
 
 CHANNELS = ["act_tv", "act_digital", "act_radio"]
@@ -32,7 +33,11 @@ def make_features(
     seed: int = 0,
     with_controls: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
-    """A features table with the shape of ``features.parquet`` and its metadata, from known truth."""
+    """A features table with the shape of ``features.parquet`` and its metadata, from known truth.
+
+    ``activity__<driver>`` columns hold raw activity (only the learned-transform model reads them);
+    the metadata leaves their names to the default.
+    """
     rng = np.random.default_rng(seed)
     n = n_carry + n_est
     t = np.arange(n)
@@ -51,6 +56,9 @@ def make_features(
     df["target"] = np.expm1(mu + rng.normal(0, noise, n))
     for j, ch in enumerate(CHANNELS):
         df[f"media__{ch}"] = media[:, j]
+    activity = rng.uniform(0, 100, size=(n, len(CHANNELS))) * (rng.uniform(size=(n, len(CHANNELS))) < 0.7)
+    for j, ch in enumerate(CHANNELS):
+        df[f"activity__{ch}"] = activity[:, j]
     feats = ["ctrl__ctrl_price_index", "season__sin1", "season__cos1", "trend"]
     kinds = ["control", "seasonality", "seasonality", "trend"]
     controls = []
@@ -90,68 +98,85 @@ def fake_posterior(
     return xr.DataTree.from_dict({"posterior": ds})
 
 
-# --------------------------------------------------------------------------- design matrices
+# --------------------------------------------------------------------------- model data
 
 
-def test_design_matrices_uses_estimation_rows_and_centres_log_target():
+def test_model_data_uses_estimation_rows_and_centres_log_target():
     df, meta = make_features(n_carry=10, n_est=60)
     shuffled = df.sample(frac=1.0, random_state=3)  # order in the file must not matter
-    info = mp.design_matrices(shuffled, meta)
+    d = model_data(shuffled, meta)
     est = df[df["window"] == "estimation"]
-    assert info["n_obs"] == 60
-    assert info["media"].shape == (60, 3) and info["controls"].shape == (60, 4)
-    np.testing.assert_allclose(info["target"], est["target"].to_numpy())
-    np.testing.assert_allclose(info["media"], est[[f"media__{c}" for c in CHANNELS]].to_numpy())
-    assert info["target_center"] == pytest.approx(np.log1p(est["target"]).mean())
-    np.testing.assert_allclose(info["z"], np.log1p(est["target"].to_numpy()) - info["target_center"])
-    assert abs(info["z"].mean()) < 1e-12
+    assert d.n_obs == 60 and d.entities == ["brand"]
+    assert d.z.shape == (1, 60) and d.target.shape == (1, 60) and d.target_center.shape == (1,)
+    assert d.media.shape == (1, 60, 3) and d.controls.shape == (1, 60, 4)
+    np.testing.assert_allclose(d.target[0], est["target"].to_numpy())
+    np.testing.assert_allclose(d.media[0], est[[f"media__{c}" for c in CHANNELS]].to_numpy())
+    np.testing.assert_allclose(d.controls[0], est[[c["feature"] for c in meta["controls"]]].to_numpy())
+    assert d.target_center[0] == pytest.approx(np.log1p(est["target"]).mean())
+    np.testing.assert_allclose(d.z[0], np.log1p(est["target"].to_numpy()) - d.target_center[0])
+    assert abs(d.z.mean()) < 1e-12
+    # raw activity keeps every row (adstock needs the carry-over history); est marks the fitted rows
+    assert d.activity.shape == (1, 70, 3)
+    np.testing.assert_array_equal(d.activity[0], df[[f"activity__{c}" for c in CHANNELS]].to_numpy())
+    np.testing.assert_array_equal(d.est, (df["window"] == "estimation").to_numpy())
     # coordinates are the driver / control names, not the feature columns
-    assert info["channels"] == CHANNELS
-    assert info["channel_features"] == [f"media__{c}" for c in CHANNELS]
-    assert info["control_names"] == CONTROLS
-    assert info["estimation_start"] == est["period_start"].iloc[0].date().isoformat()
-    assert np.all(np.diff(info["period_start"]) > np.timedelta64(0, "ns"))
+    assert d.channels == CHANNELS
+    assert d.channel_features == [f"media__{c}" for c in CHANNELS]
+    assert d.control_names == CONTROLS
+    assert d.control_features == [c["feature"] for c in meta["controls"]]
+    assert pd.Timestamp(d.periods[0]) == est["period_start"].iloc[0]
+    assert len(d.periods) == 60 and np.all(np.diff(d.periods) > np.timedelta64(0, "ns"))
 
 
-def test_design_matrices_without_controls_has_zero_columns():
+def test_model_data_reads_the_activity_columns_named_in_the_metadata():
+    df, meta = make_features()
+    renamed = df.rename(columns={f"activity__{c}": f"raw_{c}" for c in CHANNELS})
+    named = {**meta, "channels": [{**c, "activity": f"raw_{c['driver']}"} for c in meta["channels"]]}
+    np.testing.assert_array_equal(model_data(renamed, named).activity, model_data(df, meta).activity)
+
+
+def test_model_data_without_controls_has_zero_columns():
     df, meta = make_features(with_controls=False)
-    info = mp.design_matrices(df, meta)
-    assert info["controls"].shape == (60, 0)
-    assert info["control_names"] == []
+    d = model_data(df, meta)
+    assert d.controls.shape == (1, 60, 0)
+    assert d.control_names == [] and d.control_features == []
 
 
 @pytest.mark.parametrize(
     "breaker, match",
     [
         (lambda df, meta: (df.drop(columns=["media__act_tv"]), meta), r"media__act_tv"),
+        (lambda df, meta: (df.drop(columns=["activity__act_radio"]), meta), r"activity__act_radio"),
         (lambda df, meta: (df.assign(window="carryover"), meta), r"window == 'estimation'"),
         (lambda df, meta: (df.assign(target=df["target"].where(df.index != 30, -5.0)), meta), r"negative"),
         (lambda df, meta: (df.assign(**{"ctrl__ctrl_price_index": df["ctrl__ctrl_price_index"].where(df.index != 40)}), meta), r"'ctrl__ctrl_price_index'.*missing"),
         (lambda df, meta: (df, {**meta, "channels": []}), r"no channels"),
         (lambda df, meta: (pd.concat([df, df.tail(1)]), meta), r"period_start repeats"),
-        (lambda df, meta: (df.assign(entity_id=np.where(df.index % 2 == 0, "a", "b")), meta), r"brand level"),
+        (lambda df, meta: (df.assign(**{"activity__act_tv": df["activity__act_tv"].where(df.index != 3, np.inf)}), meta),
+         r"'activity__act_tv'.*missing/infinite"),
+        (lambda df, meta: (df.assign(entity_id=np.where(df.index % 2 == 0, "a", "b")), meta), r"entity 'b' covers other periods"),
     ],
 )
-def test_design_matrices_refuses_bad_inputs(breaker, match):
+def test_model_data_refuses_bad_inputs(breaker, match):
     df, meta = breaker(*make_features())
     with pytest.raises(ValueError, match=match):
-        mp.design_matrices(df, meta)
+        model_data(df, meta)
 
 
 # --------------------------------------------------------------------------- model structure
 
 
-def seed_reference_model(info: dict):
-    """The seed model written exactly as in DESIGN.md (plain intercept), as a reference."""
+def seed_reference_model(d):
+    """The seed model written exactly as in DESIGN.md (plain intercept), as a reference, on one entity's data."""
     import pymc as pm
 
-    with pm.Model(coords={"channel": info["channels"], "control": info["control_names"]}) as ref:
+    with pm.Model(coords={"channel": d.channels, "control": d.control_names}) as ref:
         intercept = pm.Normal("intercept", 0.0, 2.0)
         sigma_beta = pm.HalfNormal("sigma_beta", 0.5)
         beta = pm.HalfNormal("beta", sigma=sigma_beta, dims="channel")
         gamma = pm.Normal("gamma", 0.0, 0.5, dims="control")
-        mu = intercept + info["media"] @ beta + info["controls"] @ gamma
-        pm.StudentT("z", nu=pm.Exponential("nu", lam=0.1), mu=mu, sigma=pm.HalfNormal("sigma", 1.0), observed=info["z"])
+        mu = intercept + d.media[0] @ beta + d.controls[0] @ gamma
+        pm.StudentT("z", nu=pm.Exponential("nu", lam=0.1), mu=mu, sigma=pm.HalfNormal("sigma", 1.0), observed=d.z[0])
     return ref
 
 
@@ -159,7 +184,8 @@ def test_build_model_has_the_seed_structure_and_priors():
     import pymc as pm
 
     df, meta = make_features()
-    model, info = mp.build_model(df, meta)
+    model, mmm = mp.build_model(df, meta)
+    assert mmm.name == "baseline" and mmm.config == ModelConfig()
     assert sorted(v.name for v in model.free_RVs) == sorted(["intercept_centred", "sigma_beta", "beta", "gamma", "sigma", "nu"])
     assert [v.name for v in model.deterministics] == ["intercept"]
     assert [v.name for v in model.observed_RVs] == ["z"]
@@ -167,7 +193,8 @@ def test_build_model_has_the_seed_structure_and_priors():
     assert list(model.coords["control"]) == CONTROLS
     assert model.named_vars_to_dims["beta"] == ("channel",)
     assert {"media", "controls", "z_target"} <= set(model.named_vars)
-    np.testing.assert_allclose(model["z_target"].get_value(), info["z"])
+    np.testing.assert_allclose(model["z_target"].get_value(), mmm.data.z[0])
+    np.testing.assert_allclose(model["media"].get_value(), mmm.data.media[0])
     # prior draws match the seed's priors (moments of the documented distributions)
     draws = pm.draw([model["sigma"], model["nu"], model["gamma"], model["sigma_beta"]], draws=20_000, random_seed=1, mode="FAST_COMPILE")
     sigma, nu, gamma, sigma_beta = draws
@@ -183,12 +210,13 @@ def test_centred_intercept_gives_exactly_the_seed_models_density():
     The intercept prior is evaluated at the deterministic ``intercept``, so a wrong centring
     formula would change the density too.
     """
-    model, info = mp.build_model(*make_features())
-    ref = seed_reference_model(info)
+    model, mmm = mp.build_model(*make_features())
+    d = mmm.data
+    ref = seed_reference_model(d)
     # the Python linker: no numba compile, so this stays fast with a cold cache
     logp, logp_ref = model.compile_logp(mode="FAST_COMPILE"), ref.compile_logp(mode="FAST_COMPILE")
     rng = np.random.default_rng(0)
-    m_media, m_ctrl = info["media"].mean(axis=0), info["controls"].mean(axis=0)
+    m_media, m_ctrl = d.media[0].mean(axis=0), d.controls[0].mean(axis=0)
     for _ in range(5):
         beta, gamma = np.abs(rng.normal(0.2, 0.1, 3)), rng.normal(0, 0.1, 4)
         intercept = rng.normal(0, 0.3)
@@ -211,11 +239,11 @@ def test_data_can_be_swapped_for_a_dataset_of_the_same_structure():
     import pymc as pm
 
     model, _ = mp.build_model(*make_features(n_est=60))
-    other = mp.design_matrices(*make_features(n_est=40, seed=5))
+    other = model_data(*make_features(n_est=40, seed=5))
     with model:
         pm.set_data(
-            {"media": other["media"], "controls": other["controls"], "z_target": other["z"]},
-            coords={"period": other["period_start"]},
+            {"media": other.media[0], "controls": other.controls[0], "z_target": other.z[0]},
+            coords={"period": other.periods},
         )
     assert model["media"].get_value().shape == (40, 3)
     assert len(model.coords["period"]) == 40
@@ -264,28 +292,45 @@ def test_posterior_draws_and_linear_predictor():
     assert d["beta"].shape == (100, 3) and d["gamma"].shape == (100, 2) and d["intercept"].shape == (100,)
     # chain-major stacking: sample 50 is chain 1, draw 0
     assert d["intercept"][50] == dt["posterior"]["intercept"].values[1, 0]
-    media, controls = np.ones((4, 3)), np.zeros((4, 2))
-    mu = mp.linear_predictor(d, media, controls)
-    np.testing.assert_allclose(mu, (d["intercept"] + d["beta"].sum(axis=1))[:, None] * np.ones(4))
+    # MMM.mu: intercept + media @ beta + controls @ gamma per draw (the two controls fake_posterior has)
+    df, meta = make_features(n_est=4)
+    meta = {**meta, "controls": meta["controls"][:2]}
+    mmm = from_artifacts(df, meta, {}, ModelConfig())
+    controls = mmm.data.controls[0]
+    assert controls.shape == (4, 2)
+    ones = np.ones((1, 4, 3))
+    mu = mmm.mu(d, ones)
+    assert mu.shape == (100, 1, 4)
+    np.testing.assert_allclose(mu[:, 0], (d["intercept"] + d["beta"].sum(axis=1))[:, None] + d["gamma"] @ controls.T)
+    media = np.random.default_rng(2).uniform(0, 1, (1, 4, 3))
+    np.testing.assert_allclose(mmm.mu(d, media)[:, 0], d["intercept"][:, None] + d["beta"] @ media[0].T + d["gamma"] @ controls.T)
     no_gamma = mp.posterior_draws(fake_posterior(with_gamma=False))
     assert no_gamma["gamma"].shape[1] == 0
 
 
 def test_model_metadata_and_tables():
     df, meta = make_features()
-    info = mp.design_matrices(df, meta)
     spec = parse_spec({"data_path": "x.csv", "drivers": CHANNELS, "draws": 500, "chains": 2})
+    _, mmm = mp.build_model(df, meta, config=spec.model)
     dt = fake_posterior()
-    md = mp.model_metadata(info, spec, dt)
-    assert md["target_transform"] == "log1p" and md["target_center"] == pytest.approx(info["target_center"])
+    md = mp.model_metadata(mmm, spec, dt)
+    assert md["model"] == "baseline" and md["transforms"] == "fixed" and md["level"] == "brand"
+    assert md["target_transform"] == "log1p" and md["target_center"] == pytest.approx(mmm.data.target_center[0])
     assert md["channels"] == CHANNELS and md["controls"] == CONTROLS
-    assert md["priors"]["beta"].startswith("HalfNormal(sigma_beta)") and md["priors"]["nu"].startswith("Exponential")
+    assert md["priors"]["beta"].startswith("HalfNormal(sigma=sigma_beta)") and md["priors"]["nu"].startswith("Exponential")
+    # intercept, sigma_beta, 3 beta, 4 gamma, sigma, nu
+    assert md["n_parameters"] == mmm.parameter_count() == 1 + 1 + 3 + 4 + 1 + 1
     assert md["sampler"]["nuts_sampler"] == "nutpie" and md["sampler"]["draws"] == 500
     assert md["sampling_time_s"] == 0.5 and md["n_obs"] == 60
     assert {"pymc", "pytensor", "arviz", "numpy", "python"} <= set(md["versions"])
     json.dumps(md)
     table = mp.summary_table(mp.summarize_posterior(dt))
-    assert list(table.columns) == ["parameter", "mean", "sd", "90% low", "90% high", "r_hat", "ess_bulk", "ess_tail"]
+    assert table.index.name == "parameter" and table.index[2] == "beta[act_tv]"
+    assert list(table.columns) == ["mean", "sd", "90% low", "90% high", "r_hat", "ess_bulk", "ess_tail"]
+    priors = mp.prior_table(mmm)
+    assert list(priors.index) == list(mmm.priors) and list(priors.columns) == ["prior", "per", "meaning"]
+    assert priors.loc["beta", "prior"] == "HalfNormal(sigma=sigma_beta)" and priors.loc["beta", "per"] == "channel"
+    assert priors.loc["nu", "per"] == "—"
     head = mp.fit_headline({"metadata": md, "summary": mp.summarize_posterior(dt)})
     assert head.loc[0, "beta act_tv"] == pytest.approx(0.3, abs=0.01)
 
@@ -315,6 +360,16 @@ def test_plot_coefficients_and_prior_posterior_return_figures():
     assert isinstance(plot_coefficients(dt, "gamma"), Figure)
     with pytest.raises(ValueError, match="gamma"):
         plot_coefficients(fake_posterior(with_gamma=False), "gamma")
+    with pytest.raises(ValueError, match="no 'prior' group"):
+        plot_beta_prior_posterior(dt)
+    # the prior histogram comes from the fit's own prior group (pm.sample_prior_predictive draws)
+    rng = np.random.default_rng(4)
+    sigma_beta = np.abs(rng.normal(0, 0.5, (1, 500)))
+    prior = xr.Dataset(
+        {"beta": (("chain", "draw", "channel"), np.abs(rng.normal(0, 1, (1, 500, 3))) * sigma_beta[..., None])},
+        coords={"chain": [0], "draw": np.arange(500), "channel": CHANNELS},
+    )
+    dt["prior"] = prior
     fig = plot_beta_prior_posterior(dt)
     assert [a.get_title() for a in fig.axes if a.get_visible()] == CHANNELS
 
@@ -322,7 +377,7 @@ def test_plot_coefficients_and_prior_posterior_return_figures():
 # --------------------------------------------------------------------------- real fits (slow)
 
 
-def _sample_features(seed: int = 11) -> tuple[pd.DataFrame, dict, dict]:
+def _sample_features(seed: int = 11) -> tuple[pd.DataFrame, dict, dict, dict]:
     """Brand-level sample data with known truth, through the pipeline's own feature builder.
 
     The radio channel's true beta is 0: the negative control.
@@ -337,11 +392,11 @@ def _sample_features(seed: int = 11) -> tuple[pd.DataFrame, dict, dict]:
     brand["period_start"] = pd.to_datetime(brand["period_start"])
     brand["window"] = window_labels(pd.DatetimeIndex(brand["period_start"]), spec)
     column_info = {"grain": "WEEK", "target": TARGET, "drivers": list(S_CHANNELS), "controls": [PRICE], "spend": dict(SPEND)}
-    feats, meta, _ = build_features(brand, column_info, spec)
+    feats, meta, scaler = build_features(brand, column_info, spec)
     # the generator's own media features are the ones we rebuilt (same function, same data)
     for ch in S_CHANNELS:
         np.testing.assert_allclose(feats[f"media__{ch}"], truth["series"]["media_feature"][ch], rtol=1e-9, atol=1e-12)
-    return feats, meta, truth
+    return feats, meta, scaler, truth
 
 
 @pytest.mark.slow
@@ -354,8 +409,8 @@ def test_fit_recovers_known_betas_and_gammas(outputs_root):
     Negative control: the channel with true beta 0 (at the HalfNormal's boundary, so no central
     interval contains it) must have a posterior mean far below the real ones.
     """
-    feats, meta, truth = _sample_features()
-    model, info = mp.build_model(feats, meta)
+    feats, meta, _, truth = _sample_features()
+    model, mmm = mp.build_model(feats, meta)
     spec = parse_spec(
         {"data_path": "x.csv", "drivers": CHANNELS, "draws": 300, "tune": 300, "chains": 2, "random_seed": 3, "nuts_sampler": "nutpie"}
     )
@@ -374,7 +429,7 @@ def test_fit_recovers_known_betas_and_gammas(outputs_root):
         lo, hi = np.quantile(x, [0.005, 0.995])
         assert lo <= g <= hi, f"gamma[{name}] true {g} outside 99% interval [{lo:.3f}, {hi:.3f}]"
     x = post["intercept"].values.ravel()
-    intercept_true = truth["params"]["const"] - info["target_center"]
+    intercept_true = truth["params"]["const"] - mmm.data.target_center[0]
     assert np.quantile(x, 0.005) <= intercept_true <= np.quantile(x, 0.995)
 
     means = {ch: float(post["beta"].sel(channel=ch).mean()) for ch in CHANNELS}
@@ -385,7 +440,7 @@ def test_fit_recovers_known_betas_and_gammas(outputs_root):
 
 @pytest.mark.slow
 def test_fit_stage_writes_artifacts_and_is_reproducible(outputs_root, tmp_path, capsys):
-    feats, meta, _ = _sample_features(seed=12)
+    feats, meta, scaler, _ = _sample_features(seed=12)
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(
         "data_path: x.csv\ndrivers: [act_tv, act_digital, act_radio]\ncontrols: [ctrl_price_index]\n"
@@ -395,6 +450,7 @@ def test_fit_stage_writes_artifacts_and_is_reproducible(outputs_root, tmp_path, 
     run = open_run(spec_path, "fit_test", create=True)
     run.write_parquet("features.parquet", feats)
     run.write_json("feature_metadata.json", meta)
+    run.write_json("feature_scaler.json", scaler)
 
     result = mp.fit_stage(run)
     out = capsys.readouterr().out
@@ -402,7 +458,10 @@ def test_fit_stage_writes_artifacts_and_is_reproducible(outputs_root, tmp_path, 
     assert "compiling" in out and "done: 2 chains × 100 draws" in out and f"sampling ({sampler})" in out
 
     stored = run.read_posterior()
-    assert {"posterior", "sample_stats", "observed_data", "constant_data"} <= set(stored.children)
+    assert {"posterior", "sample_stats", "observed_data", "constant_data", "prior", "prior_predictive"} <= set(stored.children)
+    # the prior groups are forward draws of the same model (plain intercept, same variables)
+    assert {"intercept", "sigma_beta", "beta", "gamma", "sigma", "nu"} <= set(stored["prior"].data_vars)
+    assert dict(stored["prior_predictive"].sizes)["draw"] == mp.PRIOR_DRAWS
     post = stored["posterior"]
     assert list(post["beta"].coords["channel"].values) == CHANNELS
     assert list(post["gamma"].coords["control"].values) == [c["name"] for c in meta["controls"]]
@@ -411,13 +470,14 @@ def test_fit_stage_writes_artifacts_and_is_reproducible(outputs_root, tmp_path, 
     assert summary == json.loads(json.dumps(result["summary"]))
     md = run.read_json("model_metadata.json")
     assert md["sampler"]["nuts_sampler"] == sampler and md["sampling_time_s"] > 0
-    assert md["estimation_start"] == result["info"]["estimation_start"]
+    assert md["estimation_start"] == result["metadata"]["estimation_start"] == str(pd.Timestamp(result["model"].data.periods[0]).date())
+    assert md["n_parameters"] == result["model"].parameter_count()
     # the table the notebook shows has one row per scalar parameter
     assert len(mp.summary_table(summary)) == len(summary["parameters"]) == 1 + 1 + 3 + len(meta["controls"]) + 2
 
     # the deterministic intercept is the level at zero features: intercept_centred minus the centring
-    m_media = np.asarray(result["info"]["media"]).mean(axis=0)
-    m_ctrl = np.asarray(result["info"]["controls"]).mean(axis=0)
+    m_media = result["model"].data.media[0].mean(axis=0)
+    m_ctrl = result["model"].data.controls[0].mean(axis=0)
     recomputed = post["intercept_centred"] - post["beta"].values @ m_media - post["gamma"].values @ m_ctrl
     np.testing.assert_allclose(post["intercept"].values, recomputed, atol=1e-10)
 

@@ -19,6 +19,12 @@ EXAMPLE = REPO / "params" / "example.yaml"
 CHANNELS = ["act_tv", "act_digital", "act_radio"]
 
 
+def brand_spec():
+    """The example spec at brand level: the generator's truth series are the brand's (entities summed)."""
+    spec = load_spec(EXAMPLE)
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"level": "brand"})})
+
+
 @pytest.fixture(scope="module")
 def sample():
     return generate_sample(n_entities=4, n_periods=120, seed=3)
@@ -124,7 +130,7 @@ def test_default_spec_is_the_example_spec():
 
 def test_pipeline_features_reproduce_the_true_features():
     """canonicalize + build_features on the generated CSV give exactly the truth's media features."""
-    spec = load_spec(EXAMPLE)
+    spec = brand_spec()
     data, truth = generate_sample(spec=spec, n_entities=3, seed=11)
     canonical, info = canonicalize(data, spec)
     f, meta, scaler = build_features(canonical, info, spec)
@@ -143,7 +149,7 @@ def test_pipeline_features_reproduce_the_true_features():
 
 def test_least_squares_recovers_the_true_coefficients():
     """The process is the seed model: OLS of log1p(brand sales) on the features recovers it."""
-    spec = load_spec(EXAMPLE)
+    spec = brand_spec()
     data, truth = generate_sample(spec=spec, seed=7, sigma=0.01)
     canonical, info = canonicalize(data, spec)
     f, meta, _ = build_features(canonical, info, spec)

@@ -101,16 +101,18 @@ def hill(x: Any, K: Any, S: Any, xp: Any = np) -> Any:
     gradients (the ``where`` picks a constant there, and ``log`` sees a tiny positive stand-in).
     """
     pos = x > 0
-    z = S * (xp.log(xp.where(pos, x, _TINY)) - xp.log(K))
-    e = xp.exp(-abs(z))
+    # Clipped: beyond ±700 the result is 0 or 1 to double precision, and exp() never underflows.
+    z = xp.clip(S * (xp.log(xp.where(pos, x, _TINY)) - xp.log(K)), -700.0, 700.0)
+    # where() rather than abs(): abs has gradient 0 at z = 0, which would zero d/dK exactly at x = K.
+    e = xp.exp(-xp.where(z >= 0, z, -z))
     val = xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     return xp.where(pos, val, 0.0)
 
 
 def logistic(x: Any, lam: Any, xp: Any = np) -> Any:
     """Logistic saturation ``(1 - exp(-lam x)) / (1 + exp(-lam x))``: 0 at 0, slope ``lam/2`` there, < 1."""
-    e = xp.exp(-lam * x)
-    return (1.0 - e) / (1.0 + e)
+    # -expm1 keeps full precision for small lam * x, where 1 - exp() would cancel.
+    return -xp.expm1(-lam * x) / (1.0 + xp.exp(-lam * x))
 
 
 def michaelis_menten(x: Any, K: Any, xp: Any = np) -> Any:

@@ -12,12 +12,25 @@ import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 
 def _date_axis(ax: Any) -> None:
     loc = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(loc)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+
+
+def _short_number(x: float, _pos: object = None) -> str:
+    """1234567 -> '1.2M', 25000 -> '25k': tick labels that never overlap or switch to 1e6 offsets."""
+    a = abs(x)
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+_SHORT = FuncFormatter(_short_number)
 
 
 def _pct(interval: float) -> str:
@@ -226,7 +239,9 @@ def plot_response_curves(curves: pd.DataFrame, target: str = "sales") -> Figure:
         ax.plot(g["spend"], g["spend"], ls="--", color="0.5", lw=0.8, label="break-even")
         ax.set_title(f"{ch}: marginal ROI {now['marginal_roi']:.2f} at current spend", fontsize=9)
         ax.set_xlabel("spend over the window")
-        ax.ticklabel_format(style="plain", axis="both")
+        ax.xaxis.set_major_formatter(_SHORT)
+        ax.yaxis.set_major_formatter(_SHORT)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
     axes[0].set_ylabel(f"incremental {target}")
     axes[0].legend(loc="upper left", fontsize=8)
     fig.suptitle("Response curves: incremental sales over the estimation window vs spend (0–2× observed)")

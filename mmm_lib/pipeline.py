@@ -1,0 +1,50 @@
+"""The pipeline in one process, without notebooks: validate → canonicalize → features → fit → contribute.
+
+The same library calls the six notebooks make, in order, on data already in memory. For benchmarks,
+recovery studies and tests that need a run's answer rather than its reports; ``mmm run`` (papermill,
+one kernel per stage, HTML reports) is the way to produce a run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .canonicalize import canonicalize
+from .contributions import ContributionResult, compute_contributions
+from .features import build_features
+from .spec import RunSpec
+from .validation import validate
+
+
+@dataclass
+class PipelineResult:
+    """Every stage's output of :func:`run_in_process` (the artifacts' contents, in memory)."""
+
+    canonical: pd.DataFrame
+    column_info: dict[str, Any]
+    features: pd.DataFrame
+    feature_metadata: dict[str, Any]
+    feature_scaler: dict[str, Any]
+    fit: dict[str, Any]  # model_pymc.fit_model: idata, model, summary, metadata
+    contributions: ContributionResult
+
+
+def run_in_process(raw: pd.DataFrame, spec: RunSpec, progress: bool = False) -> PipelineResult:
+    """Run the stages on ``raw`` (a table as ``load_raw`` returns it) with ``spec``; errors stop it as in a run.
+
+    Raises
+    ------
+    ValueError
+        Validation errors (the report's message) or any stage's refusal.
+    """
+    from . import model_pymc  # PyMC is imported only when something is fitted
+
+    validate(raw, spec).raise_if_errors()
+    canonical, column_info = canonicalize(raw, spec)
+    features, meta, scaler = build_features(canonical, column_info, spec)
+    fit = model_pymc.fit_model(features, meta, scaler, spec, progress=progress)
+    contrib = compute_contributions(canonical, column_info, features, meta, scaler, fit["metadata"], fit["idata"])
+    return PipelineResult(canonical, column_info, features, meta, scaler, fit, contrib)
