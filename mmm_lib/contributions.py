@@ -44,6 +44,7 @@ import pandas as pd
 
 from .model import MMM, from_artifacts, posterior_draws
 from .spec import ModelConfig
+from .stages import read_inputs, write_outputs
 
 ESTIMATION = "estimation"
 BRAND = "brand"  # entity_id of the brand rows (the sum over entities)
@@ -486,28 +487,42 @@ def _roi_metrics(
 # run-level helpers for the notebook and the runner
 
 
+# artifact (stages.STAGE_IO["06_contribute"] inputs) -> compute_contributions parameter
+INPUT_ARGS = {
+    "canonical_data.parquet": "canonical_df",
+    "column_info.json": "column_info",
+    "features.parquet": "features_df",
+    "feature_metadata.json": "feature_metadata",
+    "feature_scaler.json": "feature_scaler",
+    "model_metadata.json": "model_metadata",
+    "posterior.nc": "idata",
+}
+
+
+def contribution_args(inputs: dict[str, Any]) -> dict[str, Any]:
+    """``read_inputs(run, "06_contribute")`` (keyed by artifact) as :func:`compute_contributions`'s keyword arguments."""
+    return {INPUT_ARGS[name]: value for name, value in inputs.items()}
+
+
 def load_contribution_inputs(run: Any) -> dict[str, Any]:
     """Read every artifact :func:`compute_contributions` needs from a run, keyed by its parameter names."""
+    return contribution_args(read_inputs(run, "06_contribute"))
+
+
+def contribution_outputs(result: ContributionResult) -> dict[str, Any]:
+    """The five 06_contribute artifacts of ``result``, keyed by artifact name."""
     return {
-        "canonical_df": run.read_parquet("canonical_data.parquet"),
-        "column_info": run.read_json("column_info.json"),
-        "features_df": run.read_parquet("features.parquet"),
-        "feature_metadata": run.read_json("feature_metadata.json"),
-        "feature_scaler": run.read_json("feature_scaler.json"),
-        "model_metadata": run.read_json("model_metadata.json"),
-        "idata": run.read_posterior(),
+        "contributions.parquet": result.timeseries,
+        "contribution_summary.json": result.summary,
+        "roi_metrics.json": result.roi,
+        "fitted.parquet": result.fitted,
+        "fit_metrics.json": result.fit_metrics,
     }
 
 
 def write_contributions(run: Any, result: ContributionResult) -> list[Path]:
-    """Write the five stage-06 artifacts atomically; returns their paths."""
-    return [
-        run.write_parquet("contributions.parquet", result.timeseries),
-        run.write_json("contribution_summary.json", result.summary),
-        run.write_json("roi_metrics.json", result.roi),
-        run.write_parquet("fitted.parquet", result.fitted),
-        run.write_json("fit_metrics.json", result.fit_metrics),
-    ]
+    """Write the five stage-06 artifacts atomically (a thin wrapper over :func:`mmm_lib.stages.write_outputs`)."""
+    return write_outputs(run, "06_contribute", contribution_outputs(result))
 
 
 def contribute_stage(run: Any, interval: float = 0.9) -> ContributionResult:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .model import transforms as _tf
+from .stages import write_outputs
 
 # Fourier phases and the trend index count periods from a fixed calendar anchor, so the
 # seasonal coefficients mean the same thing whatever window or data start a run uses.
@@ -446,9 +447,9 @@ def write_features(
 ) -> dict[str, Any]:
     """Write ``features.parquet``, ``feature_metadata.json`` and ``feature_scaler.json`` atomically.
 
-    ``run`` is a :class:`mmm_lib.storage.Run`. Returns :func:`features_headline`.
+    ``run`` is a :class:`mmm_lib.storage.Run`; a thin wrapper over :func:`mmm_lib.stages.write_outputs`
+    (the 03_features notebook calls that directly). Returns :func:`features_headline`.
     """
-    run.write_parquet("features.parquet", features_df)
-    run.write_json("feature_metadata.json", dict(feature_metadata))
-    run.write_json("feature_scaler.json", dict(scaler))
+    write_outputs(run, "03_features", {"features.parquet": features_df, "feature_metadata.json": dict(feature_metadata),
+                                       "feature_scaler.json": dict(scaler)})
     return features_headline(features_df, feature_metadata)

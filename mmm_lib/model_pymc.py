@@ -22,6 +22,7 @@ configure_environment()  # before pytensor is imported anywhere in this process
 
 from .model import MMM, from_artifacts, posterior_draws  # noqa: E402,F401  (posterior_draws: re-exported)
 from .spec import ModelConfig  # noqa: E402
+from .stages import read_inputs, write_outputs  # noqa: E402
 
 # Order of the parameters in summaries, diagnostics and plots (those a model lacks are skipped).
 PARAMETERS = ("intercept", "sigma_beta", "beta", "tau_beta", "decay", "half_saturation", "hill_slope", "logistic_lam",
@@ -208,7 +209,7 @@ def fit(model: Any, spec: Any, progress: bool = True) -> Any:
         From :func:`build_model`.
     spec
         The :class:`~mmm_lib.spec.RunSpec`: ``draws``, ``tune``, ``chains``, ``target_accept``,
-        ``random_seed``, ``nuts_sampler`` (``nutpie`` | ``pymc`` | ``numpyro``).
+        ``random_seed``, ``nuts_sampler`` (``auto`` | ``nutpie`` | ``pymc`` | ``numpyro``; see ``RunSpec.sampler``).
     progress
         Print plain-text progress lines (compile, every 10 %, done) to stdout.
 
@@ -220,7 +221,7 @@ def fit(model: Any, spec: Any, progress: bool = True) -> Any:
         and ``mmm_wall_time_s``. Same spec and seed give identical draws (fastmath is off, see
         :mod:`mmm_lib.runtime`).
     """
-    sampler = spec.nuts_sampler
+    sampler = spec.sampler
     if sampler not in SAMPLERS:
         raise ValueError(f"nuts_sampler {sampler!r} is not supported; use one of {list(SAMPLERS)}")
     if sampler == "numpyro":
@@ -405,7 +406,7 @@ def model_metadata(mmm: MMM, spec: Any, idata: Any) -> dict[str, Any]:
     return {
         **mmm.metadata(),
         "sampler": {
-            "nuts_sampler": attrs.get("mmm_sampler", spec.nuts_sampler),
+            "nuts_sampler": attrs.get("mmm_sampler", spec.sampler),
             "inference_library": attrs.get("inference_library"),
             "inference_library_version": attrs.get("inference_library_version"),
             "draws": int(spec.draws),
@@ -469,8 +470,9 @@ def fit_stage(run: Any, progress: bool = True, write: bool = True) -> dict[str, 
         ``idata`` (the DataTree, with prior groups), ``model`` (the :class:`~mmm_lib.model.MMM`),
         ``summary`` and ``metadata`` (the contents of ``posterior_summary.json`` and ``model_metadata.json``).
     """
-    return fit_model(run.read_parquet("features.parquet"), run.read_json("feature_metadata.json"),
-                     run.read_json("feature_scaler.json"), run.spec, progress=progress, run=run if write else None)
+    inputs = read_inputs(run, "04_fit")
+    return fit_model(inputs["features.parquet"], inputs["feature_metadata.json"], inputs["feature_scaler.json"],
+                     run.spec, progress=progress, run=run if write else None)
 
 
 def fit_model(features: pd.DataFrame, feature_metadata: dict[str, Any], feature_scaler: dict[str, Any], spec: Any,
@@ -499,16 +501,18 @@ def fit_model(features: pd.DataFrame, feature_metadata: dict[str, Any], feature_
     return result
 
 
+def fit_outputs(result: dict[str, Any]) -> dict[str, Any]:
+    """The 04_fit artifacts of a :func:`fit_model` result, keyed by artifact name."""
+    return {"posterior.nc": result["idata"], "posterior_summary.json": result["summary"],
+            "model_metadata.json": result["metadata"]}
+
+
 def write_fit(run: Any, result: dict[str, Any]) -> list[Any]:
     """Write ``posterior.nc``, ``posterior_summary.json`` and ``model_metadata.json`` atomically.
 
-    Returns the written paths.
+    A thin wrapper over :func:`mmm_lib.stages.write_outputs`. Returns the written paths.
     """
-    return [
-        run.write_posterior(result["idata"]),
-        run.write_json("posterior_summary.json", result["summary"]),
-        run.write_json("model_metadata.json", result["metadata"]),
-    ]
+    return write_outputs(run, "04_fit", fit_outputs(result))
 
 
 def fit_headline(result: dict[str, Any]) -> pd.DataFrame:
@@ -537,6 +541,7 @@ __all__ = [
     "fit",
     "fit_headline",
     "fit_model",
+    "fit_outputs",
     "fit_stage",
     "model_metadata",
     "parameter_names",

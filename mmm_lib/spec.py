@@ -169,10 +169,11 @@ class RunSpec(_Strict):
     chains: int = Field(2, ge=1, le=16)
     target_accept: float = Field(0.9, gt=0.5, lt=1.0)
     random_seed: int = Field(42, ge=0)
-    # Measured (benchmarks/, README "Performance"): for models of this size PyMC's own NUTS on the
-    # numba backend is fastest end to end once the compile cache is warm; nutpie recompiles its
-    # wrappers in every process (~10 s) and only wins on much larger models.
-    nuts_sampler: Literal["nutpie", "pymc", "numpyro"] = "pymc"
+    # "auto" picks by model, as measured (README "Performance"): the baseline model is small, and PyMC's
+    # own NUTS is fastest end to end once the compile cache is warm (nutpie recompiles its wrappers in
+    # every process, ~10 s); learned and entity models need many more gradient evaluations per draw,
+    # where nutpie's sampler is 2-5x faster than PyMC's (benchmarks/bench_entity.py).
+    nuts_sampler: Literal["auto", "nutpie", "pymc", "numpyro"] = "auto"
 
     @field_validator("drivers", "controls")
     @classmethod
@@ -225,6 +226,13 @@ class RunSpec(_Strict):
         if self.columns.target_multiplier is None:
             return self.target_col
         return self.columns.modelled_target_default
+
+    @property
+    def sampler(self) -> str:
+        """The NUTS sampler to use: ``nuts_sampler``, with ``auto`` resolved by model (baseline: pymc, else nutpie)."""
+        if self.nuts_sampler != "auto":
+            return self.nuts_sampler
+        return "pymc" if self.model.is_baseline else "nutpie"
 
     def decay_for(self, driver: str) -> float:
         """Adstock decay of one driver (per-channel override or the default)."""

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import artifacts
+from .artifacts import ArtifactInvalid
 from .spec import RunSpec, load_spec, spec_to_dict
 
 # mkstemp creates 0600 files; artifacts should get the usual permissions (0666 minus the umask).
@@ -152,26 +154,8 @@ def read_netcdf(path: Path) -> Any:
     return xr.load_datatree(path, engine="netcdf4")
 
 
-# Which stage writes which artifact: used for "run stage N first" messages.
-PRODUCED_BY = {
-    "run_spec.json": "01_validate",
-    "raw_data.parquet": "01_validate",
-    "validation_summary.json": "01_validate",
-    "canonical_data.parquet": "02_canonicalize",
-    "column_info.json": "02_canonicalize",
-    "features.parquet": "03_features",
-    "feature_metadata.json": "03_features",
-    "feature_scaler.json": "03_features",
-    "posterior.nc": "04_fit",
-    "posterior_summary.json": "04_fit",
-    "model_metadata.json": "04_fit",
-    "diagnostics.json": "05_diagnose",
-    "contributions.parquet": "06_contribute",
-    "contribution_summary.json": "06_contribute",
-    "roi_metrics.json": "06_contribute",
-    "fitted.parquet": "06_contribute",
-    "fit_metrics.json": "06_contribute",
-}
+# Which stage writes which artifact ("run stage N first" messages): kept with the artifact models.
+PRODUCED_BY = artifacts.PRODUCED_BY
 
 
 @dataclass
@@ -198,11 +182,33 @@ class Run:
             )
         return p
 
+    def _load_json(self, name: str) -> Any:
+        path = self._need(name)
+        try:
+            return read_json(path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            stage = artifacts.producer(name)
+            raise ArtifactInvalid(
+                f"{name} of run {self.run_id!r} ({path}) is not readable JSON ({e}); it was edited by hand or "
+                f"damaged: rerun {stage} for this run (and the stages after it)",
+                name, stage, [str(e)],
+            ) from None
+
     def read_json(self, name: str) -> Any:
-        return read_json(self._need(name))
+        """A JSON artifact as a plain dict; a registered one (:data:`~mmm_lib.artifacts.ARTIFACT_MODELS`)
+        is validated first (:class:`~mmm_lib.artifacts.ArtifactInvalid` names the file, field and stage to rerun)."""
+        return artifacts.check_on_read(name, self._load_json(name), where=f"run {self.run_id!r} ({self.dir})")
+
+    def read_model(self, name: str) -> Any:
+        """A registered JSON artifact as its typed model (defaults filled in for fields older runs lack)."""
+        if name not in artifacts.ARTIFACT_MODELS:
+            raise KeyError(f"{name} has no artifact model; typed ones: {sorted(artifacts.ARTIFACT_MODELS)}")
+        return artifacts.parse_artifact(name, self.read_json(name))
 
     def write_json(self, name: str, obj: Any) -> Path:
-        return write_json(self.path(name), obj)
+        """Write a JSON artifact atomically; a registered one is validated first and refused, with
+        nothing written, when invalid (:class:`~mmm_lib.artifacts.ArtifactInvalid`)."""
+        return write_json(self.path(name), artifacts.check_for_write(name, _plain(obj)))
 
     def read_parquet(self, name: str) -> pd.DataFrame:
         return read_parquet(self._need(name))

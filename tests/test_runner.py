@@ -94,9 +94,19 @@ def test_six_notebooks_produce_every_artifact_and_report(completed_run):
         assert c["roi_low"] <= c["roi"] <= c["roi_high"]
     contrib = pd.read_parquet(res.run_dir / "contributions.parquet")
     fitted = pd.read_parquet(res.run_dir / "fitted.parquet")
-    total = contrib.groupby("period_start")["mean"].sum().sort_index()
-    assert total.to_numpy() == pytest.approx(fitted.set_index("period_start")["fitted"].sort_index().to_numpy(),
-                                             rel=1e-6)
+    # fast.yaml is entity level: every store's rows plus "brand" rows that are their sums
+    stores = sorted(set(fitted["entity_id"]) - {"brand"})
+    assert len(stores) == 5 and [e["entity_id"] for e in roi["entities"]] == stores
+    brand_fit = fitted[fitted["entity_id"] == "brand"].set_index("period_start").sort_index()
+    brand_contrib = contrib[contrib["entity_id"] == "brand"]
+    total = brand_contrib.groupby("period_start")["mean"].sum().sort_index()
+    assert total.to_numpy() == pytest.approx(brand_fit["fitted"].to_numpy(), rel=1e-6)
+    store_sum = fitted[fitted["entity_id"] != "brand"].groupby("period_start")[["actual", "fitted"]].sum().sort_index()
+    assert store_sum["actual"].to_numpy() == pytest.approx(brand_fit["actual"].to_numpy(), rel=1e-9)
+    assert store_sum["fitted"].to_numpy() == pytest.approx(brand_fit["fitted"].to_numpy(), rel=1e-9)
+    parts = contrib[contrib["entity_id"] != "brand"].groupby(["period_start", "component"])["mean"].sum()
+    whole = brand_contrib.set_index(["period_start", "component"])["mean"]
+    assert parts.sort_index().to_numpy() == pytest.approx(whole.sort_index().to_numpy(), rel=1e-9)
 
 
 @pytest.mark.slow
