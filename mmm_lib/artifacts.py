@@ -225,6 +225,7 @@ class ModelMetadata(_Artifact):
     priors: dict[str, str] = Field(default_factory=dict)
     prior_spec: dict[str, PriorSpec] | None = None
     n_parameters: int | None = None
+    reference_level: dict[str, float] | None = None  # learned transforms only: media = 1 at this scaled level
     activity_scale: dict[str, dict[str, float]] | None = None  # learned transforms only
     n_obs: int | None = None
     estimation_start: dt.date | None = None

@@ -388,10 +388,20 @@ def _graph_points(mmm, n: int = 3, seed: int = 0):
 
 
 def _hand_media(activity, est, draws, decays=None):
-    """Learned media, written out: activity / est-window peak → normalised geometric adstock → Hill."""
+    """Learned media, written out: activity / est-window peak → normalised geometric adstock → Hill,
+    divided by the Hill value at the channel's reference level (median over entities of the mean
+    scaled activity where the channel ran in the estimation window)."""
     E, T_all, C = activity.shape
     peak = activity[:, est, :].max(axis=1)
     peak = np.where(peak > 0, peak, 1.0)
+    ref = np.ones(C)
+    for c in range(C):
+        per_entity = []
+        for e in range(E):
+            x = activity[e, est, c] / peak[e, c]
+            if (x > 0).any():
+                per_entity.append(x[x > 0].mean())
+        ref[c] = np.median(per_entity) if per_entity else 1.0
     S = draws["decay"].shape[0]
     out = np.zeros((S, E, int(est.sum()), C))
     for s in range(S):
@@ -405,7 +415,7 @@ def _hand_media(activity, est, draws, decays=None):
                 K, Sl = draws["half_saturation"][s, c], draws["hill_slope"][s, c]
                 sat = np.zeros_like(a)
                 sat[a > 0] = a[a > 0] ** Sl / (K**Sl + a[a > 0] ** Sl)
-                out[s, e, :, c] = sat[est]
+                out[s, e, :, c] = sat[est] / (ref[c] ** Sl / (K**Sl + ref[c] ** Sl))
     return out
 
 

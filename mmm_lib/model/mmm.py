@@ -102,6 +102,7 @@ class MMM:
             {k: float(sat.get(k, 1.0)) for k in ("K", "S", "lam")}, has_controls=bool(data.control_names),
         )  # fmt: skip
         self._activity_scale = self._peak_scale() if self.learned else None
+        self._reference = self._reference_level() if self.learned else None
 
     # ------------------------------------------------------------------ what the model has
 
@@ -131,6 +132,15 @@ class MMM:
         """(E, C) peak of each entity's activity over the estimation window (1 where it is never active)."""
         peak = self.data.activity[:, self.data.est, :].max(axis=1)
         return np.where(peak > 0, peak, 1.0)
+
+    def _reference_level(self) -> np.ndarray:
+        """(C,) each channel's typical active level on the scaled axis: the median over entities of the mean
+        of the scaled activity in the estimation periods where the channel ran (1.0 for a channel that never ran)."""
+        x = self.scaled_activity(self.data.activity)[:, self.data.est, :]
+        active = x > 0
+        means = np.where(active.any(axis=1), (x * active).sum(axis=1) / np.maximum(active.sum(axis=1), 1), np.nan)
+        ref = np.nanmedian(np.where(np.isnan(means).all(axis=0), 1.0, means), axis=0) if means.size else np.ones(0)
+        return np.where(np.isfinite(ref) & (ref > 0), ref, 1.0)
 
     def scaled_activity(self, activity: np.ndarray, entities: slice | list[int] | None = None) -> np.ndarray:
         """Raw activity (E', T_all, C) divided by each entity's estimation-window peak (learned transforms)."""
@@ -262,7 +272,11 @@ class MMM:
         w = tf.adstock_weights(params["decay"], self.max_lag, True, xp)
         ad = tf.adstock(lagged, w, self.max_lag)
         sat = {k: params[SATURATION_RV[k]] for k in tf.SATURATION_PARAMS[self.saturation]}
-        return tf.saturate(self.saturation, ad, sat, xp)
+        # Relative to the curve's value at the channel's typical active level: media = 1 there, so
+        # beta is the log-lift at typical activity (what the data pin down), not at full saturation.
+        # Otherwise beta and the half-saturation trade off along a ridge (beta·x/K for x << K), which
+        # NUTS mixes slowly and which lets the prior favour large effects of unsaturated channels.
+        return tf.saturate(self.saturation, ad, sat, xp) / tf.saturate(self.saturation, self._reference, sat, xp)
 
     # ------------------------------------------------------------------ numpy evaluation on draws
 
@@ -348,6 +362,7 @@ class MMM:
             "priors": self.prior_table(),
             "prior_spec": {k: {"dist": p.dist, "params": dict(p.params), "dims": list(p.dims)} for k, p in self.priors.items()},
             "n_parameters": self.parameter_count(),
+            "reference_level": None if self._reference is None else dict(zip(d.channels, map(float, self._reference))),
             "activity_scale": None if self._activity_scale is None else
             {e: dict(zip(d.channels, map(float, row))) for e, row in zip(d.entities, self._activity_scale)},
             "n_obs": d.n_obs,

@@ -39,7 +39,7 @@ _POSITIVE = {"sigma", "alpha", "beta", "lam"}
 # Concentration of the decay prior around the spec's decay: Beta(d*k, (1-d)*k).
 DECAY_CONCENTRATION = 5.0
 # Log-scale sd of the saturation priors around the spec's K / S / lam.
-SATURATION_LOG_SD = {"K": 0.6, "S": 0.5, "lam": 0.6}
+SATURATION_LOG_SD = {"K": 0.6, "S": 0.3, "lam": 0.6}
 
 
 class PriorError(ValueError):
@@ -211,9 +211,11 @@ def panel_priors(
     intercept_dims = ("entity",) if entity else ()
     p["intercept"] = Prior("Normal", {"mu": 0.0, "sigma": 2.0}, intercept_dims, p["intercept"].note)
     p["sigma"] = Prior("HalfNormal", {"sigma": 1.0}, intercept_dims, "noise scale on the log scale" + (" per entity" if entity else ""))
+    at = "at the channel's typical active level" if learned else "at media feature 1"
+    p["beta"] = Prior("HalfNormal", {"sigma": "sigma_beta"}, ("channel",), f"log-lift {at} (non-negative)")
     if entity:
         p["beta"] = Prior("HalfNormal", {"sigma": "sigma_beta"}, ("channel",),
-                          "typical (median) log-lift of a channel across entities at saturation 1")
+                          f"typical (median) log-lift of a channel across entities, {at}")
         p["tau_beta"] = Prior("HalfNormal", {"sigma": 0.3}, ("channel",), "spread of a channel's log effect across entities")
         p["beta_z"] = Prior("Normal", {"mu": 0.0, "sigma": 1.0}, ("entity", "channel"),
                             "entity deviations (non-centred); beta_entity = beta * exp(tau_beta * beta_z)")

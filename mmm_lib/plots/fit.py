@@ -70,7 +70,7 @@ def plot_coefficients(idata: Any, var: str = "beta", interval: float = 0.9) -> F
 
 TRANSFORM_PARAMETERS = ("decay", "half_saturation", "hill_slope", "logistic_lam")
 _AXIS_LABEL = {
-    "beta": "beta (log-lift at saturation 1)",
+    "beta": "beta (log-lift; see the prior table)",
     "decay": "adstock decay per period",
     "half_saturation": "half-saturation (share of peak activity)",
     "hill_slope": "Hill slope",
