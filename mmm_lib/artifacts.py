@@ -205,7 +205,8 @@ class Sampler(_Artifact):
 class ModelMetadata(_Artifact):
     """``model_metadata.json``: what 04_fit fitted (from the model object), with which sampler and versions.
 
-    Fields the first (seed) model's runs lack default to that model: fixed transforms, brand level.
+    Fields that baseline-model runs made before the model package lack default to that model: fixed
+    transforms, brand level.
     """
 
     model: str
