@@ -542,7 +542,7 @@ def test_learned_entity_log_density_written_out(artifacts):
         hand = (
             stats.beta.logpdf(decay, 5 * dec, 5 * (1 - dec)).sum()
             + stats.lognorm.logpdf(K, s=0.6, scale=K_SPEC).sum()
-            + stats.lognorm.logpdf(S, s=0.5, scale=S_SPEC).sum()
+            + stats.lognorm.logpdf(S, s=0.3, scale=S_SPEC).sum()
             + stats.halfnorm.logpdf(sigma_beta, scale=0.5)
             + stats.halfnorm.logpdf(beta, scale=sigma_beta).sum()
             + stats.halfnorm.logpdf(tau, scale=0.3).sum()
