@@ -17,7 +17,7 @@ import pandas as pd
 from .model import MMM
 
 MULTIPLIERS = np.round(np.linspace(0.0, 2.0, 21), 3)
-MAX_CURVE_DRAWS = 400  # evenly thinned posterior draws per curve point: ample for a band, 5x cheaper than all
+MAX_CURVE_DRAWS = 200  # evenly thinned posterior draws per curve point: enough for a 90% band, 10x cheaper than all
 
 
 def _thin(draws: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:

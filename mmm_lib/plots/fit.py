@@ -26,7 +26,12 @@ def _draws(ds: Any, var: str, coord: str | None) -> np.ndarray:
 
 
 def _selected(ds: Any, var_names: tuple[str, ...] | list[str] | None) -> list[tuple[str, str, str | None]]:
-    wanted = list(var_names) if var_names is not None else [v for v in MAIN_PARAMETERS if v in ds]
+    if var_names is None:
+        # Per-entity vectors (intercept and sigma of an entity-level model) would add a row per store:
+        # their convergence is in the 05 table and findings; the plots show the channel-level parameters.
+        wanted = [v for v in MAIN_PARAMETERS if v in ds and "entity" not in ds[v].dims]
+    else:
+        wanted = list(var_names)
     unknown = [v for v in wanted if v not in ds]
     if unknown:
         raise ValueError(f"posterior has no variable(s) {unknown}; available: {sorted(map(str, ds.data_vars))}")
