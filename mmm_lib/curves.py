@@ -77,13 +77,15 @@ def response_curves(
 
 
 def curve_table(curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per channel at the observed spend: average ROI, marginal ROI, and the spend where marginal ROI falls below 1."""
+    """One row per channel at the observed spend: marginal ROI, and the spend where marginal ROI falls below 1.
+
+    Average ROI is left to the ROI table (all draws); curves use :data:`MAX_CURVE_DRAWS` thinned draws.
+    """
     out = []
     for ch, g in curves.groupby("channel", sort=False):
         now = g.loc[(g["multiplier"] - 1.0).abs().idxmin()]
         below = g[(g["multiplier"] > 0) & (g["marginal_roi"] < 1.0)]
-        out.append({"channel": ch, "spend": round(float(now["spend"])), "roi": round(float(now["roi"]), 2),
-                    "marginal_roi": round(float(now["marginal_roi"]), 2),
+        out.append({"channel": ch, "spend": round(float(now["spend"])), "marginal_roi": round(float(now["marginal_roi"]), 2),
                     "marginal_roi_below_1_from_spend": None if below.empty else round(float(below["spend"].iloc[0]))})  # fmt: skip
     return pd.DataFrame(out).set_index("channel")
 

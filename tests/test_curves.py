@@ -50,5 +50,5 @@ def test_channels_without_spend_have_no_curve_and_table_reads_at_observed_spend(
     curves, roi = curves_and_roi
     assert set(curves["channel"]) == {c["channel"] for c in roi["channels"]}  # act_radio has no spend column
     t = curve_table(curves)
-    assert list(t.columns) == ["spend", "roi", "marginal_roi", "marginal_roi_below_1_from_spend"]
+    assert list(t.columns) == ["spend", "marginal_roi", "marginal_roi_below_1_from_spend"]
     assert plot_response_curves(curves) is not None

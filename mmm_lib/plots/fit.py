@@ -16,7 +16,7 @@ _CHAIN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 MAIN_PARAMETERS = ("beta", "sigma_beta", "decay", "half_saturation", "hill_slope", "logistic_lam", "intercept", "sigma", "nu")
 
 _VAR_LABEL = {
-    "beta": "channel coefficient beta (log-lift of sales at media feature = 1)",
+    "beta": "channel coefficient beta (log-lift of sales at media = 1: the typical active level when transforms are learned)",
     "gamma": "control coefficient gamma (log-change of sales per unit of standardized control)",
 }
 
