@@ -38,10 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from mmm_lib import model_pymc as mp
-from mmm_lib.canonicalize import canonicalize
-from mmm_lib.contributions import compute_contributions
-from mmm_lib.features import build_features
+from mmm_lib.pipeline import run_in_process
 from mmm_lib.sample import panel_spec, simulate_panel
 from mmm_lib.spec import parse_spec
 
@@ -56,19 +53,14 @@ def fit_rows(df: Any, truth: dict[str, Any], config: str, draws: int, tune: int)
     """Fit one configuration to one simulated panel: a row per channel (truth vs 90% interval) and fit info."""
     transforms, level = config.split("-")
     raw = panel_spec(df, model={"transforms": transforms, "level": level}, draws=draws, tune=tune)
-    spec = parse_spec(raw, check_path=False)
-    can, info = canonicalize(df, spec)
-    f, m, sc = build_features(can, info, spec)
-    t0 = time.perf_counter()
-    res = mp.fit_model(f, m, sc, spec, progress=False)
-    fit_s = time.perf_counter() - t0
-    c = compute_contributions(can, info, f, m, sc, res["metadata"], res["idata"])
+    out = run_in_process(df, parse_spec(raw, check_path=False))
+    res, c = out.fit, out.contributions
     params = res["summary"]["parameters"]
     ss = res["idata"]["sample_stats"]
     fit = {"rhat_max": float(np.nanmax([p["r_hat"] for p in params])),
            "ess_min": float(np.nanmin([p["ess_bulk"] for p in params])),
            "divergences": int(ss["diverging"].values.sum()) if "diverging" in ss else None,
-           "fit_s": fit_s}  # fmt: skip
+           "fit_s": float(res["metadata"]["sampler"]["wall_time_s"])}  # fmt: skip
     rows = []
     for ch in c.roi["channels"]:
         true = float(truth["roi"][ch["channel"]])
