@@ -1,8 +1,9 @@
 """Process-level settings that must be in place before PyTensor is imported.
 
 The PyTensor/numba compile cache is shared by every run and every notebook kernel: a cold compile
-costs minutes, a warm one seconds (../shared/STACK.md §3.3). Fastmath is off so a cold and a warm
-cache give bit-identical draws for the same seed (STACK.md §1.7).
+costs minutes, a warm one seconds (README "Performance"). Fastmath is off so a cold and a warm
+cache give bit-identical draws for the same seed (measured: numba's fastmath changes a cold compile's
+results, not a warm one's).
 """
 
 from __future__ import annotations
