@@ -204,16 +204,15 @@ class RunSpec(_Strict):
         if unknown:
             raise ValueError(f"control_aggregation names {unknown}, which are not in controls {self.controls}")
         if self.model.priors:
-            from .model.priors import PriorError, check_prior
+            # Applied to this configuration's registry now, so an unknown parameter, a per-channel
+            # family that differs from the others or an unknown channel stops the spec, not stage 04.
+            from .model import parameter_count
+            from .model.priors import PriorError
 
-            for key, raw in self.model.priors.items():
-                try:
-                    check_prior(key, raw)
-                except PriorError as e:
-                    raise ValueError(str(e)) from None
-                ch = key.partition("[")[2].rstrip("]")
-                if ch and ch not in self.drivers:
-                    raise ValueError(f"model.priors.{key}: {ch!r} is not in drivers {self.drivers}")
+            try:
+                parameter_count(self, 1)
+            except PriorError as e:
+                raise ValueError(str(e)) from None
         m = self.columns.target_multiplier
         if m is not None and m == self.target_col:
             raise ValueError(f"columns.target_multiplier is the target column {m!r} itself; name the per-unit value column")

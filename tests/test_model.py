@@ -352,7 +352,10 @@ def test_bad_overrides_raise_prior_error_naming_the_key(artifacts, cfg, priors, 
     "priors, match",
     [
         ({"decay[act_tv]": {"dist": "Beta", "alpha": 8}}, r"decay\[act_tv\]"),
-        ({"decay[act_fm]": {"dist": "Beta", "alpha": 8, "beta": 2}}, r"decay\[act_fm\].*'act_fm' is not in drivers"),
+        ({"decay[act_fm]": {"dist": "Beta", "alpha": 8, "beta": 2}}, r"decay\[act_fm\].*'act_fm' is not a driver"),
+        # caught at spec load, not at stage 04: the family must match the other channels'
+        ({"decay[act_tv]": {"dist": "Gamma", "alpha": 2, "beta": 2}}, r"decay\[act_tv\] is Gamma but decay is Beta"),
+        ({"slope": {"dist": "HalfNormal", "sigma": 1}}, r"names 'slope', which this model does not have"),
         ({"beta": {"dist": "Cauchy", "beta": 1}}, r"model.priors.beta: dist is 'Cauchy'"),
         ({"beta": "HalfNormal"}, r"model.priors"),
     ],
