@@ -40,7 +40,7 @@ import numpy as np
 
 from mmm_lib.pipeline import run_in_process
 from mmm_lib.sample import panel_spec, simulate_panel
-from mmm_lib.spec import parse_spec
+from mmm_lib.spec import apply_overrides, parse_spec
 
 SCENARIOS = [("multiplicative", "hill"), ("multiplicative", "logistic"), ("additive", "hill"),
              ("multiplicative", "michaelis_menten")]  # fmt: skip
@@ -49,10 +49,15 @@ logging.getLogger("pymc").setLevel(logging.WARNING)  # no "Sampling: [...]" line
 ZERO_LOW = 0.05  # an interval of a zero-effect channel "reaches ~0" when its low end is below this
 
 
-def fit_rows(df: Any, truth: dict[str, Any], config: str, draws: int, tune: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Fit one configuration to one simulated panel: a row per channel (truth vs 90% interval) and fit info."""
+def fit_rows(df: Any, truth: dict[str, Any], config: str, draws: int, tune: int,
+             overrides: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Fit one configuration to one simulated panel: a row per channel (truth vs 90% interval) and fit info.
+
+    ``overrides`` are ``--set``-style spec changes applied on top (e.g. a prior to compare).
+    """
     transforms, level = config.split("-")
     raw = panel_spec(df, model={"transforms": transforms, "level": level}, draws=draws, tune=tune)
+    raw = apply_overrides(raw, overrides)
     out = run_in_process(df, parse_spec(raw, check_path=False))
     res, c = out.fit, out.contributions
     params = res["summary"]["parameters"]
@@ -110,6 +115,9 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=3)
     ap.add_argument("--seed0", type=int, default=0)
     ap.add_argument("--out", help="write every row (and fit) to this JSON file")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="spec override for every fit, as `mmm run --set`, e.g. "
+                         "'model.priors={sigma_beta: {dist: HalfNormal, sigma: 0.2}}'")
     args = ap.parse_args()
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     bad = [c for c in configs if c not in CONFIGS]
@@ -130,7 +138,7 @@ def main() -> None:
         for config in configs:
             tag = {"dataset": i, "seed": seed, "scenario": scenario, "config": config, "config_scenario": f"{config} {scenario}"}
             try:
-                rs, fit = fit_rows(df, truth, config, args.draws, args.tune)
+                rs, fit = fit_rows(df, truth, config, args.draws, args.tune, args.set)
             except Exception as e:  # keep going: a failing fit is reported, not fatal to the study
                 fits.append({**tag, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
                 print(f"seed {seed:>2} {config:<15} FAILED: {type(e).__name__}: {e}\n{traceback.format_exc()}", flush=True)
