@@ -35,7 +35,7 @@ Counterfactual ROI
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ ROI_DEFINITION = (
 
 @dataclass
 class ContributionResult:
-    """What stage 06 computes; :func:`write_contributions` stores it under the seed's names.
+    """What stage 06 computes; :func:`contribution_outputs` keys it by the standard artifact names.
 
     Attributes
     ----------
@@ -82,6 +82,9 @@ class ContributionResult:
         ``fitted.parquet``: ``entity_id, period_start, actual, fitted, fitted_low, fitted_high``.
     fit_metrics
         ``fit_metrics.json``: ``mape`` (%), ``rmse``, ``r2``, ``n_obs``.
+    model, draws
+        The fitted run's model object and its posterior draws, kept so response curves evaluate the
+        same model without rebuilding it (not artifacts).
     """
 
     timeseries: pd.DataFrame
@@ -89,6 +92,8 @@ class ContributionResult:
     roi: dict[str, Any]
     fitted: pd.DataFrame
     fit_metrics: dict[str, Any]
+    model: MMM | None = field(default=None, repr=False)
+    draws: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,6 +400,8 @@ def compute_contributions(
         roi=roi,
         fitted=pd.concat(fitted_rows, ignore_index=True),
         fit_metrics=fit_metrics(actual, fit_mean),
+        model=mmm,
+        draws=draws,
     )
 
 
@@ -504,11 +511,6 @@ def contribution_args(inputs: dict[str, Any]) -> dict[str, Any]:
     return {INPUT_ARGS[name]: value for name, value in inputs.items()}
 
 
-def load_contribution_inputs(run: Any) -> dict[str, Any]:
-    """Read every artifact :func:`compute_contributions` needs from a run, keyed by its parameter names."""
-    return contribution_args(read_inputs(run, "06_contribute"))
-
-
 def contribution_outputs(result: ContributionResult) -> dict[str, Any]:
     """The five 06_contribute artifacts of ``result``, keyed by artifact name."""
     return {
@@ -520,15 +522,10 @@ def contribution_outputs(result: ContributionResult) -> dict[str, Any]:
     }
 
 
-def write_contributions(run: Any, result: ContributionResult) -> list[Path]:
-    """Write the five stage-06 artifacts atomically (a thin wrapper over :func:`mmm_lib.stages.write_outputs`)."""
-    return write_outputs(run, "06_contribute", contribution_outputs(result))
-
-
 def contribute_stage(run: Any, interval: float = 0.9) -> ContributionResult:
     """Stage 06 in one call: read the inputs from ``run``, compute, write all five artifacts."""
-    result = compute_contributions(**load_contribution_inputs(run), interval=interval)
-    write_contributions(run, result)
+    result = compute_contributions(**contribution_args(read_inputs(run, "06_contribute")), interval=interval)
+    write_outputs(run, "06_contribute", contribution_outputs(result))
     return result
 
 

@@ -95,11 +95,9 @@ def spend_by_channel(roi: dict[str, Any]) -> dict[str, float]:
     return {c["channel"]: float(c["spend"]) for c in roi.get("channels", []) if c.get("spend")}
 
 
-def run_response_curves(inputs: dict[str, Any], roi: dict[str, Any]) -> pd.DataFrame:
-    """:func:`response_curves` for a run, from :func:`mmm_lib.contributions.load_contribution_inputs` and its ROI."""
-    from .contributions import _align, model_for
-    from .model import posterior_draws
-
-    _, feat = _align(inputs["canonical_df"], inputs["features_df"])
-    mmm = model_for(feat, inputs["feature_metadata"], inputs["feature_scaler"], inputs["model_metadata"])
-    return response_curves(mmm, posterior_draws(inputs["idata"]), spend_by_channel(roi), interval=roi.get("interval", 0.9))
+def curves_for(result: Any) -> pd.DataFrame:
+    """:func:`response_curves` of a stage-06 result (:class:`~mmm_lib.contributions.ContributionResult`):
+    its model object, draws and spend, so nothing is rebuilt or reread."""
+    if result.model is None or result.draws is None:
+        raise ValueError("this contributions result carries no model: compute it with compute_contributions")
+    return response_curves(result.model, result.draws, spend_by_channel(result.roi), interval=result.roi.get("interval", 0.9))

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from .model import transforms as _tf
-from .stages import write_outputs
 
 # Fourier phases and the trend index count periods from a fixed calendar anchor, so the
 # seasonal coefficients mean the same thing whatever window or data start a run uses.
@@ -440,16 +439,3 @@ def features_headline(features_df: pd.DataFrame, feature_metadata: Mapping[str, 
         "saturation": "hill" if (feature_metadata.get("saturation") or {}).get("enabled") else "off",
         "notes": len(feature_metadata.get("notes", [])),
     }
-
-
-def write_features(
-    run: Any, features_df: pd.DataFrame, feature_metadata: Mapping[str, Any], scaler: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Write ``features.parquet``, ``feature_metadata.json`` and ``feature_scaler.json`` atomically.
-
-    ``run`` is a :class:`mmm_lib.storage.Run`; a thin wrapper over :func:`mmm_lib.stages.write_outputs`
-    (the 03_features notebook calls that directly). Returns :func:`features_headline`.
-    """
-    write_outputs(run, "03_features", {"features.parquet": features_df, "feature_metadata.json": dict(feature_metadata),
-                                       "feature_scaler.json": dict(scaler)})
-    return features_headline(features_df, feature_metadata)

@@ -17,7 +17,7 @@ from typing import Any
 
 from .artifacts import PRODUCED_BY, check_for_write
 from .status import STAGES
-from .storage import _plain
+from .storage import to_plain
 
 # Artifacts a stage writes outside write_outputs: run_spec.json by open_run(create=True) (and the
 # runner) before 01_validate runs; source.<ext> (name depends on the file) by raw_io.keep_source.
@@ -127,7 +127,7 @@ def write_outputs(run: Any, stage: str, outputs: dict[str, Any]) -> list[Path]:
         raise ValueError(f"{stage} does not write {unknown}; its artifacts are {list(names)}")
     for name in names:
         if name in outputs and name.endswith(".json"):
-            check_for_write(name, _plain(outputs[name]))
+            check_for_write(name, to_plain(outputs[name]))
     return [_write(run, name, outputs[name]) for name in names if name in outputs]
 
 

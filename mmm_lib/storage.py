@@ -83,14 +83,14 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _plain(o: Any) -> Any:
+def to_plain(o: Any) -> Any:
     """Numpy/pandas values to plain JSON types; NaN/inf become null (JSON has neither)."""
     if isinstance(o, dict):
-        return {str(k): _plain(v) for k, v in o.items()}
+        return {str(k): to_plain(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_plain(v) for v in o]
+        return [to_plain(v) for v in o]
     if isinstance(o, np.ndarray):
-        return _plain(o.tolist())
+        return to_plain(o.tolist())
     if isinstance(o, (bool, np.bool_)):
         return bool(o)
     if isinstance(o, (int, np.integer)):
@@ -105,7 +105,7 @@ def _plain(o: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    text = json.dumps(_plain(obj), indent=2, allow_nan=False)
+    text = json.dumps(to_plain(obj), indent=2, allow_nan=False)
     return _atomic(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
 
 
@@ -208,7 +208,7 @@ class Run:
     def write_json(self, name: str, obj: Any) -> Path:
         """Write a JSON artifact atomically; a registered one is validated first and refused, with
         nothing written, when invalid (:class:`~mmm_lib.artifacts.ArtifactInvalid`)."""
-        return write_json(self.path(name), artifacts.check_for_write(name, _plain(obj)))
+        return write_json(self.path(name), artifacts.check_for_write(name, to_plain(obj)))
 
     def read_parquet(self, name: str) -> pd.DataFrame:
         return read_parquet(self._need(name))

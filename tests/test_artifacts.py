@@ -21,7 +21,7 @@ from mmm_lib.raw_io import load_raw
 from mmm_lib.spec import load_spec
 from mmm_lib.stages import STAGE_IO, read_inputs, write_outputs
 from mmm_lib.status import STAGES
-from mmm_lib.storage import Run, _plain, open_run, repo_root
+from mmm_lib.storage import Run, to_plain, open_run, repo_root
 
 REPO = repo_root()
 FAST = REPO / "params" / "fast.yaml"
@@ -30,7 +30,7 @@ NB_DIR = REPO / "notebooks"
 
 def _old_bytes(obj) -> str:
     """What ``storage.write_json`` wrote before artifacts were validated."""
-    return json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n"
+    return json.dumps(to_plain(obj), indent=2, allow_nan=False) + "\n"
 
 
 def _same_order(a, b) -> bool:
@@ -121,7 +121,7 @@ def test_every_model_configuration_writes_valid_artifacts_unchanged(overrides, o
     out = _stage_outputs(FAST, overrides)
     run = open_run(FAST, "cfg", create=True)
     for name in ARTIFACT_MODELS:
-        artifacts.parse_artifact(name, _plain(out[name]))
+        artifacts.parse_artifact(name, to_plain(out[name]))
         run.write_json(name, out[name])
         assert run.path(name).read_text() == _old_bytes(out[name]), f"{name}: validation changed the bytes written"
         assert _same_order(run.read_json(name), json.loads(_old_bytes(out[name])))
