@@ -485,7 +485,7 @@ def fit_model(features: pd.DataFrame, feature_metadata: dict[str, Any], feature_
         ents = f" × {len(d.entities)} entities" if len(d.entities) > 1 else ""
         _say(
             f"model: {mmm.name} ({mmm.parameter_count()} parameters), {d.z.shape[1]} periods{ents} "
-            f"{mmm.metadata()['estimation_start']}..{mmm.metadata()['estimation_end']}, "
+            f"{pd.Timestamp(d.periods[0]).date()}..{pd.Timestamp(d.periods[-1]).date()}, "
             f"{len(d.channels)} channels, {len(d.control_names)} controls"
         )
     idata = fit(model, spec, progress=progress)
