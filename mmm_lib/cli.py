@@ -1,7 +1,9 @@
 """The ``mmm`` command (also ``python -m mmm_lib``): runs, datasets, outputs and sample data.
 
 Listing and output commands print JSON on stdout; progress and errors go to stderr. Exit status is
-0 on success, 1 when a run or command fails (the message names the stage or field), 2 on usage errors.
+0 on success, 1 when a run or command fails (the message names the stage or field), 2 on usage errors,
+3 when the diagnostics gate (``diagnostics.gate: stop``) stopped a run after failed convergence checks.
+A run that completes with failed checks (``gate: warn``) exits 0 and says PROVISIONAL with the reason.
 """
 
 from __future__ import annotations
@@ -24,22 +26,31 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+EXIT_GATE_STOPPED = 3
+
+
 def _cmd_run(a: argparse.Namespace) -> int:
-    from .runner import RunError, print_headline, run_pipeline
+    from .runner import RunError, explain_stop, print_headline, run_pipeline
 
     try:
         res = run_pipeline(a.spec, a.run_id, a.set, resume=a.resume, restart=a.restart, log=_err)
     except RunError as e:
         _err(f"error: {e}")
         return 1
-    if res.status != "completed":
+    if res.status == "failed":
         _err(f"error: stage {res.failed_stage} failed: {res.error}")
         _err(f"  details: {res.run_dir / 'status.json'}; report: {res.index}")
         return 1
-    print_headline(res, _err)
+    if res.status == "stopped":
+        explain_stop(res, _err)
+    else:
+        print_headline(res, _err)
+    dg = res.diagnostics
     _print_json({"run_id": res.run_id, "status": res.status, "index": str(res.index),
+                 "diagnostics": None if dg is None else {"passed": dg.passed, "gate": dg.gate, "outcome": dg.outcome,
+                                                         "reason": dg.reason or None},
                  "stage_times_s": {k: round(v, 1) for k, v in res.stage_times.items()}})
-    return 0
+    return EXIT_GATE_STOPPED if res.status == "stopped" else 0
 
 
 def _cmd_datasets(a: argparse.Namespace) -> int:
@@ -89,6 +100,27 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
     out = write_sample(a.out, a.truth, n_entities=a.entities, n_periods=a.periods, seed=a.seed)
     _print_json(out if isinstance(out, dict) else {"csv": a.out, "truth": a.truth})
+    return 0
+
+
+def _cmd_compare(a: argparse.Namespace) -> int:
+    """Exit 0 with the page written; 2 when the comparison is refused (different data, window or holdout,
+    an unknown or repeated run, a bad --name); 1 when a run lacks the artifacts (the message names the stage)."""
+    from .compare import CompareRefused, compare_runs, ranking_table, write_comparison
+
+    try:
+        res = compare_runs(a.runs, a.name)
+    except CompareRefused as e:
+        _err(f"error: {e}")
+        return 2
+    paths = write_comparison(res)
+    _err(ranking_table(res).to_string(index=False))
+    _err(res["summary"])
+    for line in res["headline"]:
+        _err(f"  {line}")
+    _err(f"page: {paths['index']}")
+    _print_json({"name": res["name"], "index": str(paths["index"]), "json": str(paths["json"]),
+                 "best_loo": res["best"]["loo"], "best_holdout": res["best"]["holdout"], "summary": res["summary"]})  # fmt: skip
     return 0
 
 
@@ -146,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--periods", type=int, default=156)
     s.add_argument("--seed", type=int, default=7)
     s.set_defaults(func=_cmd_sample)
+
+    c = sub.add_parser("compare", help="rank runs of the same data by ELPD-LOO and holdout error; ROI side by side")
+    c.add_argument("runs", nargs="+", metavar="RUN_ID", help="two or more run ids (same data, window and holdout)")
+    c.add_argument("--name", help="folder under outputs/compare (default RUN_A_vs_RUN_B)")
+    c.set_defaults(func=_cmd_compare)
     return p
 
 

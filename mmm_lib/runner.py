@@ -2,7 +2,9 @@
 
 ``run_pipeline`` is what ``mmm run`` calls. Each stage is a fresh kernel that reads the run spec
 (``run_spec.json`` in the run folder, with ``data_path`` resolved) and the upstream artifacts; no
-kernel state crosses stages.
+kernel state crosses stages. Before 06_contribute the diagnostics gate (:mod:`mmm_lib.gate`) reads
+05_diagnose's verdict: with ``diagnostics.gate: stop`` a failed convergence check ends the run there
+(status ``stopped``); with ``warn`` the run goes on and its numbers are marked provisional.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from datetime import datetime
 from pathlib import Path
 
 from . import report, status as status_mod
+from .gate import GateVerdict, read_verdict, report_top_banner
 from .runtime import configure_environment
-from .spec import load_spec, spec_to_dict
+from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from .status import STAGE_TITLES, STAGES
 from .storage import read_json, repo_root, run_dir as run_path, validate_id, write_json
 
 Log = Callable[[str], None]
+
+# The stage whose verdict the gate reads, and the stage it guards.
+DIAGNOSE_STAGE, GATED_STAGE = "05_diagnose", "06_contribute"
+GATE = "diagnostics.gate"
 
 
 class RunError(RuntimeError):
@@ -35,16 +42,34 @@ def notebooks_dir() -> Path:
 
 @dataclass
 class RunResult:
+    """What :func:`run_pipeline` did.
+
+    Attributes
+    ----------
+    status
+        ``completed``, ``failed`` (``failed_stage`` and ``error`` say where and why) or ``stopped`` (the
+        diagnostics gate ended the run after 05_diagnose; ``diagnostics.reason`` says why).
+    diagnostics
+        05_diagnose's convergence verdict as the gate saw it; ``None`` when the run ended before 05.
+        A ``completed`` run with ``diagnostics.failed`` has provisional numbers (:attr:`provisional`).
+    """
+
     run_id: str
     run_dir: Path
     status: str
     stage_times: dict[str, float] = field(default_factory=dict)
     failed_stage: str | None = None
     error: str | None = None
+    diagnostics: GateVerdict | None = None
 
     @property
     def index(self) -> Path:
         return self.run_dir / "index.html"
+
+    @property
+    def provisional(self) -> bool:
+        """The run completed although its convergence checks failed (``diagnostics.gate: warn``)."""
+        return self.status == "completed" and self.diagnostics is not None and self.diagnostics.failed
 
 
 class _StageStdout(io.TextIOBase):
@@ -155,8 +180,31 @@ def _render(folder: Path, stage: str) -> None:
     path = folder / "notebooks" / f"{stage}.ipynb"
     if path.exists():
         nb = nbformat.read(str(path), as_version=4)  # read once, render twice
-        report.export_html(nb, folder / "reports" / f"{stage}.html", hide_code=True)
-        report.export_html(nb, folder / "reports" / f"{stage}_code.html", hide_code=False)
+        # Numbers computed from a fit that failed its checks: the page opens with a PROVISIONAL bar.
+        banner = report_top_banner(read_verdict(folder)) if stage == GATED_STAGE else ""
+        report.export_html(nb, folder / "reports" / f"{stage}.html", hide_code=True, banner_html=banner)
+        report.export_html(nb, folder / "reports" / f"{stage}_code.html", hide_code=False, banner_html=banner)
+
+
+def _same_spec(stored: dict, spec: RunSpec) -> bool:
+    """``run_spec.json`` of an existing run describes ``spec``. The stored copy is read through today's
+    schema first, so keys added since (with their defaults) do not make an old run look different."""
+    if stored == spec_to_dict(spec):
+        return True
+    try:
+        return spec_to_dict(parse_spec(stored, "run_spec.json", check_path=False)) == spec_to_dict(spec)
+    except SpecError:
+        return False
+
+
+def _gate(folder: Path, st: dict, log: Log) -> GateVerdict:
+    """05_diagnose's verdict, recorded in ``status.json`` and logged."""
+    v = read_verdict(folder)
+    status_mod.record_gate(folder, st, v.to_dict())
+    if v.failed:
+        then = "the run stops here" if v.stops else "the numbers that follow are PROVISIONAL"
+        log(f"  {v.reason}; {GATE}: {v.gate}, so {then}")
+    return v
 
 
 def run_pipeline(
@@ -180,9 +228,16 @@ def run_pipeline(
     overrides
         ``key=value`` overrides applied to the spec (``--set draws=200``).
     resume
-        Continue an existing failed run from its first unfinished stage (the spec must match).
+        Continue an existing failed run from its first unfinished stage (the spec must match). A run the
+        diagnostics gate stopped stops again (same spec, same fit): change the spec and ``restart``.
     restart
         Delete an existing run with this id and run it again from the start.
+
+    Returns
+    -------
+    RunResult
+        ``status`` ``completed``, ``failed`` or ``stopped`` (``diagnostics.gate: stop`` and failed
+        convergence checks: 06_contribute was not run); ``diagnostics`` holds 05_diagnose's verdict.
     """
     spec = load_spec(spec_path, overrides)  # SpecError here, before anything is created
     run_id = validate_id(run_id or default_run_id(spec_path), "run_id")
@@ -193,7 +248,7 @@ def run_pipeline(
         if (folder / "status.json").exists():
             old = read_json(folder / "status.json")
             if resume:
-                if read_json(folder / "run_spec.json") != spec_to_dict(spec):
+                if not _same_spec(read_json(folder / "run_spec.json"), spec):
                     raise RunError(f"run {run_id!r} was made with a different spec; use --restart to run it anew")
                 done = [s for s in STAGES if old["stages"][s]["status"] == "completed"]
                 start_at = len(done) if done == STAGES[: len(done)] else 0
@@ -202,6 +257,12 @@ def run_pipeline(
                 for child in folder.iterdir():
                     if child.name != ".lock":
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
+            elif old.get("status") == "stopped":
+                raise RunError(
+                    f"run {run_id!r} already exists: it was stopped by {old.get('stopped_by') or GATE} "
+                    f"({old.get('reason')}); change the spec as advised and use --restart (or another --run-id) "
+                    f"to fit again"
+                )
             else:
                 raise RunError(
                     f"run {run_id!r} already exists (status {old.get('status')}); use --resume to continue a failed "
@@ -219,6 +280,15 @@ def run_pipeline(
             if i < start_at:
                 log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} already completed (resumed)")
                 continue
+            if stage == GATED_STAGE:
+                result.diagnostics = _gate(folder, st, log)
+                if result.diagnostics.stops:
+                    status_mod.mark_stopped(folder, st, DIAGNOSE_STAGE, by=GATE, reason=result.diagnostics.reason,
+                                            skipped=STAGES[i:])
+                    report.write_index(folder)
+                    log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} not run: stopped by {GATE}: stop")
+                    result.status = "stopped"
+                    return result
             log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} running …")
             status_mod.mark_stage(folder, st, stage, "running")
             t0 = time.perf_counter()
@@ -242,23 +312,56 @@ def run_pipeline(
             _render(folder, stage)
             report.write_index(folder)
             log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} done in {dt:.1f} s")
+        if result.diagnostics is None:  # every stage was already completed (resumed)
+            result.diagnostics = read_verdict(folder)
         status_mod.mark_run(folder, st, "completed")
         report.write_index(folder)
         result.status = "completed"
-        log(f"run {run_id} completed in {time.perf_counter() - t_run:.1f} s")
+        log(f"run {run_id} completed in {time.perf_counter() - t_run:.1f} s"
+            + (" (PROVISIONAL: convergence checks failed)" if result.provisional else ""))
         return result
 
 
+def explain_stop(result: RunResult, log: Log = print) -> None:
+    """Why the diagnostics gate stopped the run: the failed checks and parameters, and what to try, in order."""
+    v = result.diagnostics or read_verdict(result.run_dir)
+    log(f"stopped: {GATE} is 'stop' and 05_diagnose failed, so 06_contribute (contributions, ROI) was not run")
+    for line in v.explain().splitlines():
+        log(f"  {line}")
+    log(f"  then run the spec again with --restart (or another --run-id); with {GATE}: warn a run goes on "
+        f"despite failed checks and marks its numbers provisional")
+    log(f"  diagnostics report: {result.run_dir / 'reports' / f'{DIAGNOSE_STAGE}.html'}")
+    log(f"index: {result.index}")
+
+
 def print_headline(result: RunResult, log: Log = print) -> None:
-    """The numbers a user wants first: fit quality and ROI per channel."""
+    """The numbers a user wants first: fit quality and ROI per channel, marked PROVISIONAL (with the reason
+    and what to try) when the convergence checks failed."""
+    v = result.diagnostics or read_verdict(result.run_dir)
+    mark = "  PROVISIONAL" if v.failed else ""
+    if v.failed:
+        log(f"  PROVISIONAL: convergence checks failed ({v.checks_text()}); the fit and ROI below may change "
+            f"once the fit converges")
     try:
         fit = read_json(result.run_dir / "fit_metrics.json")
-        log(f"  fit: R² {fit.get('r2', float('nan')):.3f}, MAPE {fit.get('mape', float('nan')):.1f}%")
+        log(f"  fit: R² {fit.get('r2', float('nan')):.3f}, MAPE {fit.get('mape', float('nan')):.1f}%{mark}")
+        ho = fit.get("holdout")
+        if ho:
+            b = ho["brand"]
+            log(f"  holdout ({ho['periods']} periods from {ho['start']}, not fitted): MAPE {b['mape']:.1f}%, "
+                f"CRPS {b['crps']:,.0f}, {100 * b['coverage_90']:.0f}% inside the 90% band")
         roi = read_json(result.run_dir / "roi_metrics.json")
         pct = int(round(100 * roi.get("interval", 0.9)))
         for c in roi.get("channels", []):
             if c.get("roi") is not None:
-                log(f"  ROI {c['channel']:<16} {c['roi']:6.2f}  [{pct}%: {c['roi_low']:.2f} – {c['roi_high']:.2f}]")
+                log(f"  ROI {c['channel']:<16} {c['roi']:6.2f}  [{pct}%: {c['roi_low']:.2f} – {c['roi_high']:.2f}]{mark}")
     except (FileNotFoundError, KeyError, TypeError):
         pass
+    if v.failed:
+        log(f"  PROVISIONAL because 05_diagnose failed ({GATE}: {v.gate}, so the run went on):")
+        if v.parameters:
+            log(f"    parameters that failed: {v.parameters_text()}")
+        for line in v.explain().splitlines()[1:]:
+            log(f"  {line}")
+        log(f"  diagnostics report: {result.run_dir / 'reports' / f'{DIAGNOSE_STAGE}.html'}")
     log(f"index: {result.index}")

@@ -75,10 +75,15 @@ class FeatureConfig(_Strict):
 
 
 class WindowsConfig(_Strict):
-    """Estimation window = last ``estimation_months``; the ``carryover_months`` before it only warm up adstock."""
+    """Estimation window = last ``estimation_months``; the ``carryover_months`` before it only warm up adstock.
+
+    ``holdout_periods``: the last N periods of the estimation window are held out: the model is fitted
+    on the rest and predicts them (a chronological holdout, never a random split). 0 = off.
+    """
 
     carryover_months: int = Field(12, ge=0)
     estimation_months: int = Field(12, ge=1)
+    holdout_periods: int = Field(0, ge=0, le=10_000)
 
 
 class ModelConfig(_Strict):
@@ -143,6 +148,17 @@ class ColumnsConfig(_Strict):
         return self.target_name or "revenue"
 
 
+class DiagnosticsConfig(_Strict):
+    """What a failed convergence check in 05_diagnose does to the run (see :mod:`mmm_lib.gate`).
+
+    ``warn``: the run goes on and its numbers are marked provisional (``mmm run``'s headline,
+    ``index.html``, the 06_contribute report). ``stop``: the run stops after 05_diagnose, before
+    contributions and ROI; ``mmm run`` exits 3 and says which parameters failed and what to try.
+    """
+
+    gate: Literal["warn", "stop"] = "warn"
+
+
 class RunSpec(_Strict):
     """A whole run: data, roles, features, windows and sampler settings (the seed's keys and defaults)."""
 
@@ -164,6 +180,7 @@ class RunSpec(_Strict):
     feature_config: FeatureConfig = Field(default_factory=FeatureConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     draws: int = Field(1000, ge=10)
     tune: int = Field(1000, ge=10)
     chains: int = Field(2, ge=1, le=16)

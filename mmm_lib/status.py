@@ -1,4 +1,10 @@
-"""``status.json``: the seed's run status (pending → running → completed | failed), per stage."""
+"""``status.json``: the run's status (pending → running → completed | failed | stopped), per stage.
+
+``stopped`` is a run ended on purpose before its last stage: the diagnostics gate
+(``diagnostics.gate: stop``) after failed convergence checks. ``stopped_by`` and ``reason`` say why, and
+the stages not run are ``skipped``. ``gate`` records 05_diagnose's verdict (:meth:`GateVerdict.to_dict`)
+once it is known, also for runs that went on with provisional numbers.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,9 @@ def new_status(run_id: str) -> dict[str, Any]:
         "updated_at": t,
         "error": None,
         "traceback": None,
+        "stopped_by": None,
+        "reason": None,
+        "gate": None,
         "stages": {s: {"status": "pending", "started_at": None, "finished_at": None, "duration_s": None, "error": None}
                    for s in STAGES},
     }
@@ -55,7 +64,7 @@ def mark_stage(run_dir: Path, status: dict[str, Any], stage: str, state: str, *,
     if state == "running":
         st["started_at"] = now_iso()
         st["finished_at"] = st["duration_s"] = st["error"] = None
-        status.update(status="running", stage=stage, error=None, traceback=None)
+        status.update(status="running", stage=stage, error=None, traceback=None, stopped_by=None, reason=None)
     else:
         st["finished_at"] = now_iso()
         st["duration_s"] = None if duration_s is None else round(duration_s, 2)
@@ -70,5 +79,22 @@ def mark_run(run_dir: Path, status: dict[str, Any], state: str) -> dict[str, Any
     status["status"] = state
     if state == "completed":
         status["stage"] = None
+    write_status(run_dir, status)
+    return status
+
+
+def record_gate(run_dir: Path, status: dict[str, Any], gate: dict[str, Any]) -> dict[str, Any]:
+    """Record 05_diagnose's verdict as the gate saw it (``GateVerdict.to_dict()``), and persist it."""
+    status["gate"] = gate
+    write_status(run_dir, status)
+    return status
+
+
+def mark_stopped(run_dir: Path, status: dict[str, Any], stage: str, *, by: str, reason: str,
+                 skipped: list[str]) -> dict[str, Any]:
+    """Record a run stopped on purpose after ``stage`` (``by`` says what stopped it), ``skipped`` not run."""
+    for s in skipped:
+        status["stages"][s].update(status="skipped", started_at=None, finished_at=None, duration_s=None, error=None)
+    status.update(status="stopped", stage=stage, error=None, traceback=None, stopped_by=by, reason=reason)
     write_status(run_dir, status)
     return status
