@@ -69,6 +69,8 @@ class Windows(_Artifact):
     end: dt.date
     n_carryover: int = Field(ge=0)
     n_estimation: int = Field(ge=0)
+    n_holdout: int = Field(0, ge=0)
+    first_holdout_period: dt.date | None = None
     first_period: dt.date | None = None
     first_estimation_period: dt.date | None = None
     last_period: dt.date | None = None

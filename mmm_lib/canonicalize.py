@@ -27,6 +27,8 @@ from .columns import ENTITY_COL, PERIOD_COL, column_map, seed_spec, to_seed_form
 from .spec import RunSpec, WindowsConfig
 
 WINDOW_COL = "window"
+HOLDOUT = "holdout"  # the last windows.holdout_periods estimation periods: predicted, not fitted
+MIN_FITTED_PERIODS = 8
 BRAND = "brand"
 
 Grain = Literal["WEEK", "MONTH"]
@@ -465,7 +467,19 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
             f"carryover has {int((~is_est).sum())} periods instead of {spec.windows.carryover_months} months"
         )
 
-    kept.insert(0, WINDOW_COL, np.where(is_est, "estimation", "carryover"))
+    window = np.where(is_est, "estimation", "carryover")
+    n_holdout = int(spec.windows.holdout_periods)
+    if n_holdout:
+        n_est = int(is_est.sum())
+        if n_est - n_holdout < max(MIN_FITTED_PERIODS, n_holdout):
+            raise ValueError(
+                f"windows.holdout_periods is {n_holdout} but the estimation window has {n_est} periods: the fit keeps "
+                f"{n_est - n_holdout}, and needs at least {MIN_FITTED_PERIODS} and at least as many as it holds out. "
+                f"Lower windows.holdout_periods (e.g. {max(1, n_est // 5)}) or lengthen windows.estimation_months"
+            )
+        window[np.flatnonzero(is_est.to_numpy())[-n_holdout:]] = HOLDOUT
+        is_est = pd.Series(window == "estimation", index=kept.index)
+    kept.insert(0, WINDOW_COL, window)
     kept.insert(0, ENTITY_COL, BRAND)
     kept = kept[[ENTITY_COL, PERIOD_COL, WINDOW_COL, *cols]]
     level = spec.model.level
@@ -493,8 +507,10 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
             "carryover_start": _iso(win["carryover_start"]),
             "estimation_start": _iso(win["estimation_start"]),
             "end": _iso(win["end"]),
-            "n_carryover": int((~is_est).sum()),
+            "n_carryover": int((window == "carryover").sum()),
             "n_estimation": int(is_est.sum()),
+            "n_holdout": n_holdout,
+            "first_holdout_period": _iso(kept.loc[kept[WINDOW_COL] == HOLDOUT, PERIOD_COL].min()) if n_holdout else None,
             "first_period": _iso(kept[PERIOD_COL].min()),
             "first_estimation_period": _iso(est_periods.iloc[0]),
             "last_period": _iso(last),
@@ -538,16 +554,23 @@ def window_table(column_info: dict[str, Any]) -> pd.DataFrame:
     last_carry = ""
     if w["n_carryover"]:
         last_carry = (pd.Timestamp(w["first_estimation_period"]) - period_offset(column_info["grain"])).date().isoformat()
-    return pd.DataFrame(
-        [
-            {"window": "carryover", "from (rule)": w["carryover_start"], "to (rule, exclusive)": w["estimation_start"],
-             "first period": w["first_period"] if w["n_carryover"] else "", "last period": last_carry,
-             "periods": w["n_carryover"], "used for": "adstock warm-up only"},
-            {"window": "estimation", "from (rule)": w["estimation_start"], "to (rule, exclusive)": w["end"],
-             "first period": w["first_estimation_period"], "last period": w["last_period"],
-             "periods": w["n_estimation"], "used for": "model fit, contributions, ROI"},
-        ]
-    )
+    n_hold = int(w.get("n_holdout") or 0)
+    rows = [
+        {"window": "carryover", "from (rule)": w["carryover_start"], "to (rule, exclusive)": w["estimation_start"],
+         "first period": w["first_period"] if w["n_carryover"] else "", "last period": last_carry,
+         "periods": w["n_carryover"], "used for": "adstock warm-up only"},
+        {"window": "estimation", "from (rule)": w["estimation_start"], "to (rule, exclusive)": w["end"],
+         "first period": w["first_estimation_period"], "last period": w["last_period"],
+         "periods": w["n_estimation"], "used for": "model fit, contributions, ROI"},
+    ]  # fmt: skip
+    if n_hold:
+        first_hold = pd.Timestamp(w["first_holdout_period"])
+        rows[1]["last period"] = (first_hold - period_offset(column_info["grain"])).date().isoformat()
+        rows[1]["used for"] = "model fit, contributions, ROI (holdout excluded)"
+        rows.append({"window": "holdout", "from (rule)": f"last {n_hold} periods", "to (rule, exclusive)": w["end"],
+                     "first period": w["first_holdout_period"], "last period": w["last_period"], "periods": n_hold,
+                     "used for": "out-of-sample check only (predicted, not fitted)"})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def aggregation_table(column_info: dict[str, Any]) -> pd.DataFrame:
@@ -568,9 +591,12 @@ def aggregation_table(column_info: dict[str, Any]) -> pd.DataFrame:
 def canonical_headline(canonical_df: pd.DataFrame, column_info: dict[str, Any]) -> str:
     """One-paragraph summary of the canonical data (plus any notes) for the end of 02_canonicalize."""
     w = column_info["windows"]
+    n_hold = int(w.get("n_holdout") or 0)
     text = (
-        f"canonical data: {w['n_carryover'] + w['n_estimation']} {column_info['grain'].lower()}s "
-        f"({w['n_carryover']} carryover + {w['n_estimation']} estimation, {w['first_estimation_period']} – {w['last_period']}), "
+        f"canonical data: {w['n_carryover'] + w['n_estimation'] + n_hold} {column_info['grain'].lower()}s "
+        f"({w['n_carryover']} carryover + {w['n_estimation']} estimation"
+        + (f" + {n_hold} holdout" if n_hold else "")
+        + f", {w['first_estimation_period']} – {w['last_period']}), "
         + (f"{column_info['n_source_entities']} entities kept as a panel (entity-level model), "
            if column_info.get("level") == "entity" else f"{column_info['n_source_entities']} entities aggregated to brand, ")
         + f"{len(column_info['drivers'])} driver(s), {len(column_info['controls'])} control(s)"

@@ -42,11 +42,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import checks
 from .model import MMM, from_artifacts, posterior_draws
 from .spec import ModelConfig
 from .stages import read_inputs, write_outputs
 
 ESTIMATION = "estimation"
+HOLDOUT = "holdout"  # held-out periods (windows.holdout_periods): predicted, not fitted
 BRAND = "brand"  # entity_id of the brand rows (the sum over entities)
 # Recomputed media features must reproduce features.parquet; beyond this they come from other settings.
 _FEATURE_TOL = 1e-6
@@ -79,9 +81,13 @@ class ContributionResult:
     roi
         ``roi_metrics.json``.
     fitted
-        ``fitted.parquet``: ``entity_id, period_start, actual, fitted, fitted_low, fitted_high``.
+        ``fitted.parquet``: ``entity_id, period_start, window, actual, fitted, fitted_low, fitted_high,
+        predicted_low, predicted_high``: ``fitted*`` is expected sales (its band: parameter uncertainty),
+        ``predicted_*`` the posterior predictive band (noise included); ``window`` is ``estimation`` or
+        ``holdout`` (held-out periods, predicted from the fit on the rest).
     fit_metrics
-        ``fit_metrics.json``: ``mape`` (%), ``rmse``, ``r2``, ``n_obs``.
+        ``fit_metrics.json``: ``mape`` (%), ``rmse``, ``r2``, ``n_obs`` over the fitted window, and
+        ``holdout`` (null when ``windows.holdout_periods`` is 0): see :func:`holdout_metrics`.
     model, draws
         The fitted run's model object and its posterior draws, kept so response curves evaluate the
         same model without rebuilding it (not artifacts).
@@ -336,6 +342,9 @@ def compute_contributions(
     brand: dict[str, np.ndarray] = {}  # (S, T) brand sums per component
     incremental: dict[str, np.ndarray] = {}  # (S,) brand incremental per channel
     entity_incremental: list[dict[str, np.ndarray]] = []
+    bands = _predictive_bands(idata, model_metadata, q)
+    hold_periods = pd.Series(pd.to_datetime(d.holdout_periods)).astype("datetime64[ns]") if d.n_holdout else None
+    brand_holdout = 0.0
     for e, entity in enumerate(d.entities):
         media = mmm.media(draws, d.activity[e : e + 1], [e])
         mu = mmm.mu(draws, media, [e])[:, 0]
@@ -343,7 +352,11 @@ def compute_contributions(
         for component, x in iter_decomposition(mu, terms, float(d.target_center[e]), channels):
             brand[component] = brand[component] + x if component in brand else x
             if component == "fitted":
-                fitted_rows.append(_fitted_frame(entity, periods, actual_all[e], x, q))
+                fitted_rows.append(_fitted_frame(entity, periods, actual_all[e], x, q, bands, "posterior_predictive", e))
+                if d.n_holdout:
+                    xh = mmm.expected_sales(draws, d.activity[e : e + 1], [e], rows=HOLDOUT)[:, 0]
+                    brand_holdout = brand_holdout + xh
+                    fitted_rows.append(_fitted_frame(entity, hold_periods, d.holdout_target[e], xh, q, bands, "predictions", e))
                 continue
             rows.append(_component_frame(entity, periods, component, x, q))
         inc = _counterfactual_incremental(mmm, draws, e, mu)
@@ -355,7 +368,10 @@ def compute_contributions(
     actual = actual_all.sum(axis=0)
     if len(d.entities) > 1:  # brand rows: the per-draw sums over entities
         rows += [_component_frame(BRAND, periods, c, brand[c], q) for c in ["baseline", *channels]]
-        fitted_rows.append(_fitted_frame(BRAND, periods, actual, brand["fitted"], q))
+        fitted_rows.append(_fitted_frame(BRAND, periods, actual, brand["fitted"], q, bands, "posterior_predictive", None))
+        if d.n_holdout:
+            fitted_rows.append(_fitted_frame(BRAND, hold_periods, d.holdout_target.sum(axis=0), brand_holdout, q, bands,
+                                             "predictions", None))  # fmt: skip
     totals = {k: v.sum(axis=1) for k, v in brand.items()}
     fitted_total = totals["fitted"]
 
@@ -388,6 +404,12 @@ def compute_contributions(
     }
     spend = _spend(can, est_rows, channels, column_info, len(d.entities), n)
     roi = _roi_metrics(channels, column_info, spend, incremental, q, interval)
+    if d.n_holdout:
+        roi["window_note"] = (
+            f"ROI is for the fitted periods {summary['window']['start']} – {summary['window']['end']}; the "
+            f"{d.n_holdout} held-out periods after them (windows.holdout_periods) are predicted and scored in "
+            "fit_metrics.json, not included here"
+        )
     if len(d.entities) > 1:
         roi["entities"] = [
             {"entity_id": ent, "channels": _roi_metrics(channels, column_info, {k: (v[0][i], v[1]) for k, v in spend.items()},
@@ -399,7 +421,7 @@ def compute_contributions(
         summary=summary,
         roi=roi,
         fitted=pd.concat(fitted_rows, ignore_index=True),
-        fit_metrics=fit_metrics(actual, fit_mean),
+        fit_metrics={**fit_metrics(actual, fit_mean), "holdout": holdout_metrics(idata, model_metadata)},
         model=mmm,
         draws=draws,
     )
@@ -410,10 +432,46 @@ def _component_frame(entity: str, periods: pd.Series, component: str, x: np.ndar
     return pd.DataFrame({"entity_id": entity, "period_start": periods, "component": component, "mean": m, "low": lo, "high": hi})
 
 
-def _fitted_frame(entity: str, periods: pd.Series, actual: np.ndarray, x: np.ndarray, q: tuple[float, float]) -> pd.DataFrame:
+def _fitted_frame(entity: str, periods: pd.Series, actual: np.ndarray, x: np.ndarray, q: tuple[float, float],
+                  bands: dict[str, Any], group: str, e: int | None) -> pd.DataFrame:
     m, lo, hi = _summarise(x, q)
-    return pd.DataFrame({"entity_id": entity, "period_start": periods, "actual": actual,
-                         "fitted": m, "fitted_low": lo, "fitted_high": hi})  # fmt: skip
+    p_lo, p_hi = bands[group][e] if group in bands else (np.full(len(m), np.nan),) * 2
+    return pd.DataFrame({"entity_id": entity, "period_start": periods.to_numpy(),
+                         "window": ESTIMATION if group == "posterior_predictive" else HOLDOUT, "actual": actual,
+                         "fitted": m, "fitted_low": lo, "fitted_high": hi, "predicted_low": p_lo, "predicted_high": p_hi})  # fmt: skip
+
+
+def _predictive_bands(idata: Any, model_metadata: dict[str, Any], q: tuple[float, float]) -> dict[str, Any]:
+    """``{group: {entity index or None (brand total): (low, high)}}`` of the predictive sales draws (noise included).
+
+    Groups ``posterior_predictive`` and ``predictions`` as 04_fit stored them; a posterior without
+    them (written before model checks existed) gives no bands.
+    """
+    out: dict[str, Any] = {}
+    for group in ("posterior_predictive", "predictions"):
+        if not (hasattr(idata, "children") and group in idata.children):
+            continue
+        _, pred = checks.predictive_sales(idata, model_metadata, group)
+        x = checks.flat_draws(pred.transpose("chain", "draw", "entity", ...))  # (S, E, T)
+        lo, hi = np.quantile(x, q, axis=0)
+        blo, bhi = np.quantile(x.sum(axis=1), q, axis=0)
+        out[group] = {**{e: (lo[e], hi[e]) for e in range(x.shape[1])}, None: (blo, bhi)}
+    return out
+
+
+def holdout_metrics(idata: Any, model_metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """``fit_metrics.json``'s ``holdout`` block: out-of-sample accuracy on the held-out periods, or ``None``.
+
+    ``{"periods": H, "start", "end", "brand": {mape, rmse, crps, coverage_50, coverage_90, n_obs},
+    "entity": same keys over entity × period (entity-level models) or null}``. ``brand`` scores the
+    brand total, so brand- and entity-level runs of the same data compare; MAPE/RMSE score the
+    predictive mean, CRPS (target units, lower is better) and coverage the whole predictive distribution.
+    """
+    if not (hasattr(idata, "children") and "predictions" in idata.children):
+        return None
+    per = idata["predictions"]["z_holdout"]["holdout_period"].values
+    return {"periods": int(len(per)), "start": _iso(pd.Timestamp(per[0])), "end": _iso(pd.Timestamp(per[-1])),
+            **checks.sales_metrics(idata, model_metadata, "predictions")}  # fmt: skip
 
 
 def _counterfactual_incremental(mmm: MMM, draws: dict[str, np.ndarray], e: int, mu: np.ndarray) -> dict[str, np.ndarray]:
@@ -529,14 +587,21 @@ def contribute_stage(run: Any, interval: float = 0.9) -> ContributionResult:
     return result
 
 
-def diagnostics_banner(run: Any) -> str:
-    """One line on whether the fit behind these numbers passed 05_diagnose."""
+def diagnostics_banner(run: Any) -> Any:
+    """Whether the fit behind these numbers passed 05_diagnose, for the top of the 06 report.
+
+    Returns a :class:`~mmm_lib.gate.DiagnosticsBanner`: a string (``print`` shows the verdict, and when the
+    checks failed the failed checks, parameters and what to try, in order) that a notebook ``display``
+    shows as HTML: a red PROVISIONAL banner naming the failed checks and pointing to the 05_diagnose report.
+    """
+    from .gate import diagnostics_banner_for
+
     path = run.path("diagnostics.json")
     if not Path(path).is_file():
-        return "diagnostics.json not found: run 05_diagnose before relying on these numbers"
-    if run.read_json("diagnostics.json").get("passed") is False:
-        return "WARNING: diagnostics failed: treat these numbers as provisional (see the 05_diagnose report)"
-    return "diagnostics passed"
+        return diagnostics_banner_for(None)
+    spec = getattr(run, "spec", None)
+    spec_dict = spec.model_dump(mode="json") if spec is not None else None
+    return diagnostics_banner_for(run.read_json("diagnostics.json"), spec_dict)
 
 
 def roi_table(roi: dict[str, Any]) -> pd.DataFrame:
@@ -563,13 +628,24 @@ def contribution_table(summary: dict[str, Any]) -> pd.DataFrame:
 
 
 def fit_metrics_table(fit_metrics: dict[str, Any]) -> pd.DataFrame:
-    """``fit_metrics`` as a small two-column table (counts stay integers, errors rounded)."""
-    labels = {"r2": "R²", "mape": "MAPE (%)", "rmse": "RMSE (target units)", "n_obs": "periods",
+    """``fit_metrics`` as a small table: the fitted window and, with a holdout, the held-out periods (brand total)."""
+    labels = {"r2": "R²", "mape": "MAPE (%)", "rmse": "RMSE (target units)", "crps": "CRPS (target units)",
+              "coverage_50": "actuals inside the 50% predictive band (%)",
+              "coverage_90": "actuals inside the 90% predictive band (%)", "n_obs": "periods",
               "mape_excluded_zero_actual": "periods left out of MAPE (actual = 0)"}  # fmt: skip
-    values = {labels.get(k, k): round(v, 4 if k == "r2" else 2) if isinstance(v, float) else v
-              for k, v in fit_metrics.items()}  # fmt: skip
+
+    def shown(k: str, v: Any) -> Any:
+        if isinstance(v, float):
+            return round(100 * v, 1) if k.startswith("coverage") else round(v, 4 if k == "r2" else 2)
+        return v
+
+    cols = {"fitted window": {labels[k]: shown(k, v) for k, v in fit_metrics.items() if k in labels}}
+    ho = fit_metrics.get("holdout")
+    if ho:
+        cols[f"held out ({ho['periods']} periods, {ho['start']} – {ho['end']})"] = {
+            labels[k]: shown(k, v) for k, v in ho["brand"].items() if k in labels}  # fmt: skip
     # object dtype so the period counts print as integers next to the float metrics
-    return pd.DataFrame({"value": pd.Series(values, dtype=object)}).rename_axis("metric")
+    return pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in cols.items()}).rename_axis("metric").fillna("–")
 
 
 def headline(result: ContributionResult) -> dict[str, Any]:
@@ -582,6 +658,7 @@ def headline(result: ContributionResult) -> dict[str, Any]:
         "window": f"{result.summary['window']['start']} to {result.summary['window']['end']}",
         "r2": None if fm["r2"] is None else round(fm["r2"], 3),
         "mape_%": None if fm["mape"] is None else round(fm["mape"], 2),
+        **({"holdout_mape_%": round(fm["holdout"]["brand"]["mape"], 2)} if (fm.get("holdout") or {}).get("brand") else {}),
         "media_share_%": round(100.0 * (1.0 - result.summary["baseline"]["share"]), 1),
         "best_roi": None if best is None else f"{best['channel']} ({best['roi']:.2f})",
         "worst_roi": None if worst is None else f"{worst['channel']} ({worst['roi']:.2f})",

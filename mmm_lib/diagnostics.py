@@ -1,12 +1,27 @@
-"""Convergence diagnostics for the fitted posterior, reported as findings with the seed's thresholds.
+"""Checks of the fitted model: convergence (the gate) and model checks (PSIS-LOO, posterior predictive).
 
-R-hat < 1.01, ESS bulk and tail > 400, no divergences, E-BFMI > 0.2 in every chain, and fewer than
-1 % of draws at the maximum tree depth (SEED_README "Diagnostics"). Each check gives one finding:
-``info`` when it passes, ``warning`` when it fails, with the seed's troubleshooting advice as remedy.
+Convergence: R-hat < 1.01, ESS bulk and tail > 400, no divergences, E-BFMI > 0.2 in every chain, and
+fewer than 1 % of draws at the maximum tree depth (SEED_README "Diagnostics"). Each check gives one
+finding: ``info`` when it passes, ``warning`` when it fails, with the seed's troubleshooting advice as
+remedy. Their verdict is ``passed``: the diagnostics gate reads it.
+
+Model checks ask whether the model describes the data, not whether the sampler worked, and never
+change ``passed``; their verdict is ``model_checks_passed``:
+
+* PSIS-LOO (``az.loo`` on the ``log_likelihood`` group): Pareto k above ArviZ's sample-size threshold
+  marks observations the fit depends on too much for LOO to be trusted (``PARETO_K_HIGH``);
+* posterior predictive check (the ``posterior_predictive`` group against ``observed_data``, on the
+  sales scale with :mod:`mmm_lib.checks`): the share of observed sales inside the 50 % and 90 %
+  predictive bands (``PPC_COVERAGE_LOW`` / ``PPC_COVERAGE_HIGH``).
+
+Numbers come from ArviZ: ``az.summary`` (R-hat, ESS), ``az.bfmi`` and ``az.loo``.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +37,22 @@ THRESHOLDS: dict[str, float] = {
     "divergences_max": 0.0,
     "ebfmi_min": 0.2,
     "pct_max_treedepth_max": 1.0,
+    # Model checks (never change ``passed``).
+    # Observations allowed above ArviZ's Pareto-k threshold (min(1 - 1/log10(S), 0.7) for S draws).
+    "pareto_k_high_max": 0.0,
+    # Share of observed sales inside the central 50 % / 90 % posterior predictive bands. A calibrated
+    # model covers about the nominal share; below the minimum it is over-confident (bands too narrow),
+    # above the maximum under-confident (bands too wide). With few observations a limit is widened to
+    # three binomial standard errors around the nominal share when that is wider (24 monthly points:
+    # the 90 % band is flagged below 72 %, not 75 %). The 90 % band has no upper limit: covering every
+    # point says little with ~100 observations; the 50 % band carries that information.
+    "ppc_coverage_50_min": 0.35,
+    "ppc_coverage_50_max": 0.70,
+    "ppc_coverage_90_min": 0.75,
 }
+
+# Findings that make ``model_checks_passed`` false (a check that could not run leaves it null).
+MODEL_CHECK_FAILURES = ("PARETO_K_HIGH", "PPC_COVERAGE_LOW", "PPC_COVERAGE_HIGH")
 
 # numpyro records only the depth; its default max_tree_depth is 10.
 NUMPYRO_MAX_TREE_DEPTH = 10
@@ -51,6 +81,24 @@ REMEDIES: dict[str, str] = {
         "regressors. Increase tune (e.g. 2000); check media and control features for collinearity; reduce "
         "model complexity."
     ),
+    "PARETO_K_HIGH": (
+        "These observations are influential: the fit changes noticeably without them, so PSIS-LOO is unreliable "
+        "for them. Look at those periods in the data (promotions, holidays, stock-outs, data errors); if they "
+        "are real, add a control for them or try a heavier-tailed or better specified model (model.priors, "
+        "controls, seasonality). To compare models despite them, use k-fold cross-validation (az.loo_kfold) "
+        "or the holdout metrics."
+    ),
+    "PPC_COVERAGE_LOW": (
+        "The model is over-confident: too many observed periods fall outside its predictive bands, so its "
+        "intervals (ROI included) are too narrow. Look at the periods outside the band in the plots below "
+        "(promotions, holidays, stock-outs, data errors); add controls or events for them, let the noise be "
+        "larger or heavier-tailed (model.priors on sigma and nu), or improve the specification."
+    ),
+    "PPC_COVERAGE_HIGH": (
+        "The model is under-confident: its predictive bands are wider than the data need, often because a "
+        "driver or control is missing and its effect is absorbed as noise, or because the noise prior is "
+        "wide (model.priors on sigma). Intervals, ROI included, will be wider than necessary."
+    ),
 }
 
 _OK_CODE = {
@@ -69,14 +117,14 @@ def _sample_stats(idata: Any) -> Any | None:
     return None
 
 
-def _ebfmi(energy: np.ndarray) -> list[float]:
-    """E-BFMI per chain: mean squared energy change over the energy variance (Betancourt 2016)."""
-    out = []
-    for e in np.atleast_2d(energy):
-        e = e[np.isfinite(e)]
-        var = float(np.var(e)) if e.size > 1 else 0.0
-        out.append(float(np.mean(np.diff(e) ** 2) / var) if var > 0 else float("nan"))
-    return out
+def _ebfmi(idata: Any) -> list[float | None]:
+    """E-BFMI per chain from ``az.bfmi`` (Betancourt 2016): mean squared energy change over the
+    energy variance (ddof=1). ``None`` where it cannot be computed (non-finite energy)."""
+    import arviz as az
+
+    ss = _sample_stats(idata)
+    values = np.atleast_1d(np.asarray(az.bfmi(ss[["energy"]])["energy"].transpose("chain", ...).values, dtype=float))
+    return [float(v) if np.isfinite(v) else None for v in values]
 
 
 def _max_treedepth_hits(ss: Any) -> tuple[np.ndarray | None, str | None]:
@@ -133,25 +181,297 @@ def _unavailable(code: str, what: str) -> Finding:
     )
 
 
-def compute_diagnostics(idata: Any, thresholds: dict[str, float] | None = None) -> dict[str, Any]:
-    """Check convergence and sampler health; the content of ``diagnostics.json``.
+# --------------------------------------------------------------------------- model checks
+
+
+def _group(idata: Any, name: str) -> Any | None:
+    if hasattr(idata, "children") and name in idata.children:
+        return idata[name].to_dataset()
+    return None
+
+
+def coord_label(value: Any) -> str:
+    """A coordinate value as people read it: dates as ``2024-03-04``."""
+    if isinstance(value, (np.datetime64, pd.Timestamp)):
+        ts = pd.Timestamp(value)
+        return ts.date().isoformat() if ts == ts.normalize() else ts.isoformat()
+    return str(value)
+
+
+def _nan(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.0f}%"
+
+
+def _model_finding(severity: str, code: str, message: str, remedy: str, details: dict[str, Any]) -> Finding:
+    # ``columns`` stays empty: it names parameters for the convergence gate; the observations a model
+    # check concerns are in ``details``.
+    return Finding(severity=severity, code=code, message=message, remedy=remedy,  # type: ignore[arg-type]
+                   details={"check": "model", **details})
+
+
+def loo_result(idata: Any, var_name: str = "z") -> Any:
+    """``az.loo(idata, pointwise=True)`` on the ``log_likelihood`` group, or ``None`` when the group is missing.
+
+    ArviZ's warning about high Pareto k is silenced: :func:`compute_diagnostics` reports it as a finding.
+    """
+    import arviz as az
+
+    ll = _group(idata, "log_likelihood")
+    post = _group(idata, "posterior")
+    if ll is None or post is None or var_name not in ll:
+        return None
+    import xarray as xr
+
+    tree = xr.DataTree.from_dict({"posterior": post, "log_likelihood": ll[[var_name]]})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+        return az.loo(tree, pointwise=True, var_name=var_name)
+
+
+def _loo_check(idata: Any, th: dict[str, float]) -> tuple[dict[str, Any] | None, Finding]:
+    try:
+        res = loo_result(idata)
+    except Exception as err:  # noqa: BLE001 - a broken log-likelihood must not stop 05
+        return None, _model_finding(
+            "warning", "LOO_FAILED", f"PSIS-LOO could not be computed: {type(err).__name__}: {err}",
+            "Check the log_likelihood group of posterior.nc (non-finite values?); re-run 04_fit.", {})  # fmt: skip
+    if res is None:
+        return None, _model_finding(
+            "info", "LOO_NOT_RUN",
+            "PSIS-LOO could not run: posterior.nc has no log_likelihood group (fitted before LOO support).",
+            "Re-run 04_fit (it stores the pointwise log-likelihood) and then 05_diagnose.", {})  # fmt: skip
+    k = res.pareto_k
+    obs_dims = list(k.dims)
+    thr = float(res.good_k)
+    kv = np.asarray(k.values, dtype=float)
+    high = kv > thr
+    n_obs, n_high = int(kv.size), int(high.sum())
+    order = np.argsort(-np.where(np.isfinite(kv), kv, -np.inf), axis=None, kind="stable")  # NaN k last
+    influential = []
+    for flat in order[: min(n_high, 10)]:
+        idx = np.unravel_index(flat, kv.shape)
+        row = {d: coord_label(k[d].values[i]) if d in k.coords else int(i) for d, i in zip(obs_dims, idx)}
+        influential.append({**row, "pareto_k": float(kv[idx])})
+    block = {
+        "var_name": "z",
+        "scale": "log",
+        "elpd": float(res.elpd),
+        "se": float(res.se),
+        "p_loo": float(res.p),
+        "n_obs": n_obs,
+        "n_samples": int(res.n_samples),
+        "pareto_k_threshold": thr,
+        "n_pareto_k_high": n_high,
+        "share_pareto_k_high": n_high / max(n_obs, 1),
+        "max_pareto_k": float(np.nanmax(kv)) if np.isfinite(kv).any() else None,
+        "influential": influential,
+    }
+    headline = f"elpd_loo {block['elpd']:.1f} (SE {block['se']:.1f}), p_loo {block['p_loo']:.1f}"
+    details = {"n_pareto_k_high": n_high, "pareto_k_threshold": thr, "threshold": th["pareto_k_high_max"]}
+    if n_high > th["pareto_k_high_max"]:
+        worst = ", ".join(" ".join(str(v) for kk, v in r.items() if kk != "pareto_k") + f" (k {r['pareto_k']:.2f})"
+                          for r in influential[:5])  # fmt: skip
+        msg = (f"{n_high} of {n_obs} observations ({100 * n_high / n_obs:.1f}%) have Pareto k above {thr:.2f}; "
+               f"most influential: {worst}. {headline}.")  # fmt: skip
+        return block, _model_finding("warning", "PARETO_K_HIGH", msg, REMEDIES["PARETO_K_HIGH"], details)
+    msg = (f"PSIS-LOO is reliable: Pareto k is at most {_fmt(_nan(block['max_pareto_k']))} (threshold {thr:.2f}) "
+           f"for all {n_obs} observations; {headline} (the effective number of parameters).")  # fmt: skip
+    return block, _model_finding("info", "LOO_OK", msg, "", details)
+
+
+@dataclass
+class PredictiveDraws:
+    """Observed values and posterior predictive draws as arrays, entity first.
+
+    ``observed`` is (E, T), ``draws`` (S, E, T) with chains stacked; ``scale`` is ``"sales"`` (with
+    the model metadata's centres) or ``"model"`` (``z``, when no metadata was given).
+    """
+
+    observed: np.ndarray
+    draws: np.ndarray
+    entities: list[str]
+    periods: np.ndarray
+    scale: str
+
+
+def predictive_draws(idata: Any, metadata: dict[str, Any] | None = None) -> PredictiveDraws | None:
+    """The posterior predictive check's data (:class:`PredictiveDraws`), ``None`` when a group is missing.
+
+    With ``metadata`` (``model_metadata.json``) both are sales (:func:`mmm_lib.checks.predictive_sales`);
+    without, the model's scale ``z``. Band coverage per observation is the same on both scales (the
+    map is monotone); only sums over entities need sales.
+    """
+    if _group(idata, "posterior_predictive") is None or _group(idata, "observed_data") is None:
+        return None
+    if "z" not in idata["posterior_predictive"].data_vars or "z" not in idata["observed_data"].data_vars:
+        return None
+    if metadata and metadata.get("target_centers"):
+        from .checks import predictive_sales
+
+        obs, pred = predictive_sales(idata, metadata)
+        scale = "sales"
+    else:
+        obs, pred = idata["observed_data"]["z"], idata["posterior_predictive"]["z"]
+        if "entity" not in obs.dims:
+            obs, pred = obs.expand_dims(entity=["total"]), pred.expand_dims(entity=["total"], axis=-2)
+        scale = "model"
+    obs = obs.transpose("entity", ...)
+    pred = pred.transpose("chain", "draw", "entity", ...)
+    o = np.asarray(obs.values, dtype=float)
+    d = np.asarray(pred.values, dtype=float).reshape(-1, *o.shape)
+    rest = [dim for dim in obs.dims if dim != "entity"]
+    periods = np.asarray(obs[rest[0]].values) if rest and rest[0] in obs.coords else np.arange(o.shape[-1])
+    return PredictiveDraws(o, d, [str(e) for e in obs["entity"].values], periods, scale)
+
+
+def _coverage(observed: np.ndarray, draws: np.ndarray) -> dict[str, Any]:
+    from .checks import interval_coverage
+
+    return {"n_obs": int(observed.size), **interval_coverage(observed, draws, (0.5, 0.9))}
+
+
+def _limits(n: int, th: dict[str, float]) -> dict[str, list[float | None]]:
+    """Coverage limits: the thresholds, widened to nominal ± 3 binomial SE when that is wider."""
+    def se(p: float) -> float:
+        return 3 * math.sqrt(p * (1 - p) / max(n, 1))
+
+    return {
+        "coverage_50": [min(th["ppc_coverage_50_min"], 0.5 - se(0.5)), max(th["ppc_coverage_50_max"], 0.5 + se(0.5))],
+        "coverage_90": [min(th["ppc_coverage_90_min"], 0.9 - se(0.9)), None],
+    }
+
+
+def _judge(cov: dict[str, Any], th: dict[str, float]) -> str:
+    """``low``, ``high`` or ``ok`` for one coverage dict (``n_obs``, ``coverage_50``, ``coverage_90``)."""
+    lim = _limits(cov["n_obs"], th)
+    cov["limits"] = lim
+    if cov["coverage_50"] < lim["coverage_50"][0] or cov["coverage_90"] < lim["coverage_90"][0]:
+        return "low"
+    if cov["coverage_50"] > lim["coverage_50"][1]:
+        return "high"
+    return "ok"
+
+
+def _ppc_check(idata: Any, metadata: dict[str, Any] | None, th: dict[str, float]) -> tuple[dict[str, Any] | None, Finding]:
+    pd_ = predictive_draws(idata, metadata)
+    if pd_ is None:
+        return None, _model_finding(
+            "info", "PPC_NOT_RUN",
+            "The posterior predictive check could not run: posterior.nc has no posterior_predictive (or observed_data) "
+            "group (fitted before predictive checks).",
+            "Re-run 04_fit (it stores posterior predictive draws) and then 05_diagnose.", {})  # fmt: skip
+    o, d = pd_.observed, pd_.draws
+    overall = _coverage(o, d)
+    verdicts = {"all": _judge(overall, th)}
+    entities = None
+    if len(pd_.entities) > 1:
+        entities = {}
+        for i, e in enumerate(pd_.entities):
+            entities[e] = _coverage(o[i], d[:, i])
+            verdicts[e] = _judge(entities[e], th)
+            entities[e]["status"] = verdicts[e]
+    brand = _coverage(o.sum(axis=0), d.sum(axis=1)) if len(pd_.entities) > 1 and pd_.scale == "sales" else None
+    block = {
+        "scale": pd_.scale,
+        "n_draws": int(d.shape[0]),
+        "n_obs": overall["n_obs"],
+        "coverage_50": overall["coverage_50"],
+        "coverage_90": overall["coverage_90"],
+        "limits": overall["limits"],
+        "status": verdicts["all"],
+        "entities": entities,
+        "brand_total": brand,
+    }
+    what = "observations of sales" if pd_.scale == "sales" else "observations (model scale)"
+    head = (f"the 50% and 90% posterior predictive bands cover {_pct(overall['coverage_50'])} and "
+            f"{_pct(overall['coverage_90'])} of the {overall['n_obs']} {what}")  # fmt: skip
+    low = [k for k, v in verdicts.items() if v == "low"]
+    high = [k for k, v in verdicts.items() if v == "high"]
+    lim = overall["limits"]
+    details = {"coverage_50": overall["coverage_50"], "coverage_90": overall["coverage_90"], "limits": lim,
+               "entities_low": [e for e in low if e != "all"], "entities_high": [e for e in high if e != "all"]}  # fmt: skip
+
+    def which(keys: list[str]) -> str:
+        ents = [k for k in keys if k != "all"]
+        if not ents:
+            return ""
+        shown = ", ".join(f"{e} ({_pct(entities[e]['coverage_50'])} / {_pct(entities[e]['coverage_90'])})" for e in ents[:5])
+        more = f" and {len(ents) - 5} more" if len(ents) > 5 else ""
+        return f"; stores/geos outside the limits (50% / 90% band coverage): {shown}{more}"
+
+    if low:
+        msg = (f"Predictive bands too narrow: {head} (flagged below {_pct(lim['coverage_50'][0])} for the 50% band "
+               f"or {_pct(lim['coverage_90'][0])} for the 90% band){which(low)}.")  # fmt: skip
+        return block, _model_finding("warning", "PPC_COVERAGE_LOW", msg, REMEDIES["PPC_COVERAGE_LOW"], details)
+    if high:
+        msg = f"Predictive bands too wide: {head} (flagged above {_pct(lim['coverage_50'][1])} for the 50% band){which(high)}."
+        return block, _model_finding("warning", "PPC_COVERAGE_HIGH", msg, REMEDIES["PPC_COVERAGE_HIGH"], details)
+    msg = f"The model reproduces the data's spread: {head}, close to the nominal 50% and 90%."
+    return block, _model_finding("info", "PPC_OK", msg, "", details)
+
+
+def compute_diagnostics(idata: Any, thresholds: dict[str, float] | None = None,
+                        metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check convergence, sampler health and the model; the content of ``diagnostics.json``.
 
     Parameters
     ----------
     idata
-        The fitted DataTree (``posterior`` and ``sample_stats``), e.g. ``run.read_posterior()``.
+        The fitted DataTree (``posterior`` and ``sample_stats``; for the model checks also
+        ``log_likelihood``, ``posterior_predictive`` and ``observed_data``), e.g. ``run.read_posterior()``.
     thresholds
         Overrides of :data:`THRESHOLDS` (keys ``r_hat_max``, ``ess_bulk_min``, ``ess_tail_min``,
-        ``divergences_max``, ``ebfmi_min``, ``pct_max_treedepth_max``).
+        ``divergences_max``, ``ebfmi_min``, ``pct_max_treedepth_max``, ``pareto_k_high_max``,
+        ``ppc_coverage_50_min``, ``ppc_coverage_50_max``, ``ppc_coverage_90_min``).
+    metadata
+        ``model_metadata.json`` (its ``target_centers``): the predictive check is then on the sales
+        scale and reports the brand total; without it, on the model's scale ``z``.
 
     Returns
     -------
     dict
-        ``{"passed", "thresholds", "metrics": {"max_r_hat", "min_ess_bulk", "min_ess_tail",
-        "divergences", "ebfmi", "pct_max_treedepth"}, "parameters": [{"name", "var", "coord",
-        "r_hat", "ess_bulk", "ess_tail"}], "findings": [Finding as dict]}``. ``passed`` is true
-        only when every check ran and passed. A check whose sample stat is missing gives a
-        ``*_UNAVAILABLE`` warning and a ``null`` metric.
+        ``{"passed", "model_checks_passed", "thresholds", "metrics": {"max_r_hat", "min_ess_bulk",
+        "min_ess_tail", "divergences", "ebfmi", "pct_max_treedepth"}, "parameters": [{"name", "var",
+        "coord", "r_hat", "ess_bulk", "ess_tail"}], "loo", "ppc", "findings": [Finding as dict]}``.
+
+        ``passed`` is the convergence verdict (the gate reads it): true only when every convergence
+        check ran and passed. A check whose sample stat is missing gives a ``*_UNAVAILABLE`` warning
+        and a ``null`` metric. Model checks never change it.
+
+        ``model_checks_passed``: ``true`` when PSIS-LOO and the predictive check both ran without a
+        warning, ``false`` when either warned, ``null`` when none warned but one could not run.
+
+        ``loo`` (``null`` without a ``log_likelihood`` group)::
+
+            {"var_name": "z", "scale": "log", "elpd": 786.6, "se": 15.5, "p_loo": 25.3,
+             "n_obs": 520, "n_samples": 2000, "pareto_k_threshold": 0.697,
+             "n_pareto_k_high": 0, "share_pareto_k_high": 0.0, "max_pareto_k": 0.48,
+             "influential": [{"entity": "store_003", "period": "2023-05-01", "pareto_k": 0.91}, ...]}
+
+        ``elpd`` is on the model's scale (log density of ``z``); ``influential`` lists the observations
+        above the threshold, worst first (at most 10), keyed by the observation dims (``period`` only
+        for brand-level models).
+
+        ``ppc`` (``null`` without ``posterior_predictive`` or ``observed_data``)::
+
+            {"scale": "sales", "n_draws": 2000, "n_obs": 520, "coverage_50": 0.50, "coverage_90": 0.91,
+             "limits": {"coverage_50": [0.35, 0.70], "coverage_90": [0.75, null]}, "status": "ok",
+             "entities": {"store_001": {"n_obs": 104, "coverage_50": .., "coverage_90": ..,
+                                        "limits": {...}, "status": "ok"}, ...},
+             "brand_total": {"n_obs": 104, "coverage_50": .., "coverage_90": ..}}
+
+        Coverage is the share of observations inside the central predictive band; ``status`` is
+        ``ok``, ``low`` or ``high`` against ``limits`` (see :data:`THRESHOLDS`). ``entities`` is
+        ``null`` for brand-level models; ``brand_total`` (sales summed over entities per period,
+        informational) is ``null`` for brand-level models and on the model scale.
+
+        Model-check findings (``LOO_OK``, ``PARETO_K_HIGH``, ``LOO_NOT_RUN``, ``LOO_FAILED``, ``PPC_OK``,
+        ``PPC_COVERAGE_LOW``, ``PPC_COVERAGE_HIGH``, ``PPC_NOT_RUN``) carry
+        ``details["check"] == "model"`` and no ``columns``.
     """
     th = dict(THRESHOLDS)
     if thresholds:
@@ -226,17 +546,16 @@ def compute_diagnostics(idata: Any, thresholds: dict[str, float] | None = None) 
         ok_all = False
         findings.append(_unavailable("DIVERGENCES", "Divergences"))
 
-    # E-BFMI per chain
+    # E-BFMI per chain (az.bfmi)
     if ss is not None and "energy" in ss:
-        energy = np.asarray(ss["energy"].transpose("chain", "draw").values, dtype=float)
-        ebfmi = _ebfmi(energy)
+        ebfmi = _ebfmi(idata)
         metrics_extra["ebfmi"] = ebfmi
-        low = [c for c, v in enumerate(ebfmi) if not v > th["ebfmi_min"]]
+        low = [c for c, v in enumerate(ebfmi) if v is None or not v > th["ebfmi_min"]]
         if low:
             ok_all = False
-            msg = f"E-BFMI is not above {th['ebfmi_min']} in chain(s) " + ", ".join(f"{c} ({_fmt(ebfmi[c])})" for c in low)
+            msg = f"E-BFMI is not above {th['ebfmi_min']} in chain(s) " + ", ".join(f"{c} ({_fmt(_nan(ebfmi[c]))})" for c in low)
         else:
-            msg = f"E-BFMI above {th['ebfmi_min']} in all {len(ebfmi)} chains (min {_fmt(min(ebfmi))})"
+            msg = f"E-BFMI above {th['ebfmi_min']} in all {len(ebfmi)} chains (min {_fmt(min(v for v in ebfmi if v is not None))})"
         findings.append(_finding("EBFMI_LOW", not low, msg, [], {"ebfmi": ebfmi, "threshold": th["ebfmi_min"]}))
     else:
         ok_all = False
@@ -262,8 +581,20 @@ def compute_diagnostics(idata: Any, thresholds: dict[str, float] | None = None) 
         {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
         for row in conv.to_dict(orient="records")
     ]
+    loo, loo_finding = _loo_check(idata, th)
+    ppc, ppc_finding = _ppc_check(idata, metadata, th)
+    model_findings = [loo_finding, ppc_finding]
+    if any(f.code in MODEL_CHECK_FAILURES for f in model_findings):
+        model_ok: bool | None = False
+    elif loo is None or ppc is None:
+        model_ok = None
+    else:
+        model_ok = True
+    findings += model_findings
+
     return {
         "passed": bool(ok_all),
+        "model_checks_passed": model_ok,
         "thresholds": th,
         "metrics": {
             "max_r_hat": max_r_hat,
@@ -272,6 +603,8 @@ def compute_diagnostics(idata: Any, thresholds: dict[str, float] | None = None) 
             **metrics_extra,
         },
         "parameters": params,
+        "loo": loo,
+        "ppc": ppc,
         "findings": [f.to_dict() for f in findings],
     }
 
@@ -321,10 +654,20 @@ def _round(v: Any, nd: int) -> Any:
     return int(round(v)) if nd == 0 else round(float(v), nd)
 
 
+def _is_model_finding(f: dict[str, Any]) -> bool:
+    return (f.get("details") or {}).get("check") == "model"
+
+
+def _model_verdict(flag: bool | None) -> str:
+    return "not run" if flag is None else ("pass" if flag else "WARN")
+
+
 def diagnostics_headline(diagnostics: dict[str, Any]) -> pd.DataFrame:
-    """One-row summary for the end of 05_diagnose: passed or not, and how many checks failed."""
-    warn = [f["code"] for f in diagnostics["findings"] if f["severity"] != "info"]
+    """One-row summary for the end of 05_diagnose: the convergence verdict, failed checks and model checks."""
+    warn = [f["code"] for f in diagnostics["findings"] if f["severity"] != "info" and not _is_model_finding(f)]
+    model_warn = [f["code"] for f in diagnostics["findings"] if f["severity"] != "info" and _is_model_finding(f)]
     m = diagnostics["metrics"]
+    model = _model_verdict(diagnostics.get("model_checks_passed"))
     return pd.DataFrame(
         [
             {
@@ -333,9 +676,67 @@ def diagnostics_headline(diagnostics: dict[str, Any]) -> pd.DataFrame:
                 "max R-hat": _round(m["max_r_hat"], 3),
                 "min ESS bulk": _round(m["min_ess_bulk"], 0),
                 "divergences": m["divergences"],
+                "model checks": f"{model} ({', '.join(model_warn)})" if model_warn else model,
             }
         ]
     )
+
+
+def model_checks_table(diagnostics: dict[str, Any]) -> pd.DataFrame:
+    """The model checks (PSIS-LOO and posterior predictive coverage): value, rule and result per check.
+
+    ``n/a`` where the check could not run (the posterior lacks its group).
+    """
+    loo, ppc = diagnostics.get("loo"), diagnostics.get("ppc")
+    th = {**THRESHOLDS, **(diagnostics.get("thresholds") or {})}
+    rows = []
+    if loo is None:
+        rows.append({"check": "PSIS-LOO: observations with high Pareto k", "value": "n/a", "rule": "", "result": "n/a"})
+        rows.append({"check": "PSIS-LOO: elpd_loo (SE), p_loo", "value": "n/a", "rule": "", "result": "n/a"})
+    else:
+        n, thr = loo["n_pareto_k_high"], loo["pareto_k_threshold"]
+        ok = n <= th["pareto_k_high_max"]
+        rows.append({"check": "PSIS-LOO: observations with high Pareto k", "value": f"{n} of {loo['n_obs']}",
+                     "rule": f"k <= {thr:.2f} for all", "result": "pass" if ok else "WARN"})  # fmt: skip
+        rows.append({"check": "PSIS-LOO: elpd_loo (SE), p_loo", "value": f"{loo['elpd']:.1f} ({loo['se']:.1f}), {loo['p_loo']:.1f}",
+                     "rule": "higher elpd = better predictions (compare models on the same data)", "result": ""})  # fmt: skip
+    for band in ("50", "90"):
+        check = f"observed sales inside the {band}% predictive band"
+        if ppc is None:
+            rows.append({"check": check, "value": "n/a", "rule": "", "result": "n/a"})
+            continue
+        v = ppc[f"coverage_{band}"]
+        lo, hi = ppc["limits"][f"coverage_{band}"]
+        ok = v >= lo and (hi is None or v <= hi)
+        rule = f"{_pct(lo)} to {_pct(hi)}" if hi is not None else f">= {_pct(lo)}"
+        rows.append({"check": check, "value": _pct(v), "rule": f"{rule} (nominal {band}%)", "result": "pass" if ok else "WARN"})
+    return pd.DataFrame(rows, columns=["check", "value", "rule", "result"])
+
+
+def ppc_coverage_table(diagnostics: dict[str, Any]) -> pd.DataFrame:
+    """Band coverage of the posterior predictive check: all observations, the brand total and each entity.
+
+    Columns ``series``, ``observations``, ``50% band covers``, ``90% band covers``, ``result``
+    (percentages as text). One ``n/a`` row saying why when the check did not run.
+    """
+    ppc = diagnostics.get("ppc")
+    cols = ["series", "observations", "50% band covers", "90% band covers", "result"]
+    if not ppc:
+        return pd.DataFrame([{"series": "not run: no posterior predictive draws in posterior.nc (re-run 04_fit)",
+                              "observations": 0, "50% band covers": "n/a", "90% band covers": "n/a", "result": "n/a"}],
+                            columns=cols)  # fmt: skip
+
+    def row(name: str, c: dict[str, Any], status: str | None) -> dict[str, Any]:
+        result = "" if status is None else {"ok": "pass", "low": "WARN: too narrow", "high": "WARN: too wide"}[status]
+        return {"series": name, "observations": c["n_obs"], "50% band covers": _pct(c["coverage_50"]),
+                "90% band covers": _pct(c["coverage_90"]), "result": result}  # fmt: skip
+
+    ents = ppc.get("entities") or {}
+    rows = [row("all observations" if ents else "brand", ppc, ppc["status"])]
+    if ppc.get("brand_total"):
+        rows.append(row("brand total (sum over stores/geos, for information)", ppc["brand_total"], None))
+    rows += [row(str(e), c, c.get("status")) for e, c in ents.items()]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def findings_view(diagnostics: dict[str, Any]) -> Any:

@@ -3,6 +3,10 @@
 Stage pages are nbconvert's ``lab`` template (without its CDN scripts, see ``templates/``) with
 figures embedded as base64, so one file can be emailed and opened offline. Stakeholder pages hide code; ``*_code.html`` keep it for reviewers. Every user-supplied
 string in the index (ids, column names, channel names, errors) goes through :func:`html.escape`.
+
+When 05_diagnose's convergence checks failed the index says so first: an amber banner and stage 05
+marked "checks failed" when the run went on (``diagnostics.gate: warn``; the ROI table is marked
+provisional), a red one when the gate stopped the run.
 """
 
 from __future__ import annotations
@@ -11,24 +15,39 @@ import html
 from pathlib import Path
 from typing import Any
 
+from .gate import GateVerdict, verdict
 from .status import STAGE_TITLES, STAGES
 from .storage import _atomic, read_json
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Cells that are plumbing, not content: papermill's injected parameters and our parameters cell.
 _REMOVE_TAGS = ("parameters", "injected-parameters", "remove_cell")
+_BANNER_TAG = "mmm_report_banner"  # the cell export_html adds for banner_html: its output only, also with code
 
 
-def export_html(notebook: Any, html_path: Path, *, hide_code: bool = True) -> Path:
-    """Render an executed notebook (a path or an already-read NotebookNode) to one self-contained HTML file."""
+def export_html(notebook: Any, html_path: Path, *, hide_code: bool = True, banner_html: str | None = None) -> Path:
+    """Render an executed notebook (a path or an already-read NotebookNode) to one self-contained HTML file.
+
+    ``banner_html`` is placed above the notebook's first cell (the page opens with it): the PROVISIONAL
+    bar of a report built on a fit that failed its convergence checks (:func:`mmm_lib.gate.report_top_banner`).
+    The notebook itself is not changed.
+    """
+    import copy
+
     import nbformat
     from nbconvert import HTMLExporter
     from traitlets.config import Config
 
     nb = nbformat.read(str(notebook), as_version=4) if isinstance(notebook, (str, Path)) else notebook
+    if banner_html:
+        # An output, not a raw cell: nbconvert's lab template strips a raw cell's styles (clean_html).
+        nb = copy.deepcopy(nb)
+        out = nbformat.v4.new_output("display_data", data={"text/html": banner_html})
+        nb.cells.insert(0, nbformat.v4.new_code_cell("", outputs=[out], metadata={"tags": [_BANNER_TAG]}))
     c = Config()
     c.TagRemovePreprocessor.enabled = True
     c.TagRemovePreprocessor.remove_cell_tags = _REMOVE_TAGS
+    c.TagRemovePreprocessor.remove_input_tags = (_BANNER_TAG,)
     c.HTMLExporter.preprocessors = ["nbconvert.preprocessors.TagRemovePreprocessor"]
     exporter = HTMLExporter(
         config=c,
@@ -98,18 +117,25 @@ def headlines(run_dir: Path) -> dict[str, str]:
     d = _safe(run_dir, "diagnostics.json")
     if d:
         m = d.get("metrics", {})
-        verdict = "all checks passed" if d.get("passed") else "CHECKS FAILED"
+        verdict = "convergence passed" if d.get("passed") else "CHECKS FAILED"
+        mc = d.get("model_checks_passed")
+        model = "" if mc is None else (" · model checks passed" if mc else " · MODEL CHECKS FLAGGED (see report)")
+        loo = d.get("loo") or {}
+        elpd = f", ELPD-LOO {_fmt(loo.get('elpd'), 1)}" if loo.get("elpd") is not None else ""
         out["05_diagnose"] = e(
             f"{verdict} · max R-hat {_fmt(m.get('max_r_hat'), 3)}, min ESS {_fmt(m.get('min_ess_bulk'), 0)}, "
-            f"{m.get('divergences')} divergences"
+            f"{m.get('divergences')} divergences{model}{elpd}"
         )
     fit = _safe(run_dir, "fit_metrics.json")
     if fit:
-        out["06_contribute"] = e(f"R² {_fmt(fit.get('r2'), 3)}, MAPE {_fmt(fit.get('mape'), 1)}%")
+        ho = (fit.get("holdout") or {}).get("brand") or {}
+        held = (f" · holdout ({fit['holdout']['periods']} periods): MAPE {_fmt(ho.get('mape'), 1)}%, "
+                f"90% band covers {_fmt(100 * ho['coverage_90'], 0)}%") if ho.get("coverage_90") is not None else ""  # fmt: skip
+        out["06_contribute"] = e(f"R² {_fmt(fit.get('r2'), 3)}, MAPE {_fmt(fit.get('mape'), 1)}%{held}")
     return out
 
 
-def _roi_table(run_dir: Path) -> str:
+def _roi_table(run_dir: Path, provisional: bool = False) -> str:
     roi = _safe(run_dir, "roi_metrics.json")
     if not roi or not roi.get("channels"):
         return ""
@@ -125,10 +151,43 @@ def _roi_table(run_dir: Path) -> str:
         )
         for c in roi["channels"]
     )
+    title, note, cls = "Return on spend", "", ""
+    if provisional:
+        title, cls = "Return on spend <span class=tag>PROVISIONAL</span>", " class=provisional"
+        note = (
+            '<p class=attention>Provisional: the fit behind these numbers failed its convergence checks '
+            '(see <a href="reports/05_diagnose.html">05 Diagnose</a>); they may change once it converges.</p>'
+        )
     return (
-        f"<h2>Return on spend</h2><p>Incremental sales per unit of spend over the estimation window "
-        f"(posterior mean and {pct}% interval).</p><table><thead><tr><th>Channel</th><th>Spend</th>"
+        f"<h2>{title}</h2>{note}<p>Incremental sales per unit of spend over the estimation window "
+        f"(posterior mean and {pct}% interval).</p><table{cls}><thead><tr><th>Channel</th><th>Spend</th>"
         f"<th>Incremental sales</th><th>ROI (sales / spend)</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _gate_banner(v: GateVerdict, run_status: str) -> str:
+    """The top-of-page box for failed convergence checks: amber (provisional numbers) or red (run stopped)."""
+    if not v.failed:
+        return ""
+    e = html.escape
+    stopped = run_status == "stopped"
+    if stopped:
+        head = "Run stopped: the fit failed its convergence checks"
+        lead = ("<code>diagnostics.gate: stop</code>, so contributions and ROI (06) were not computed. "
+                "Change the spec as below and run it again with <code>--restart</code>.")
+    else:
+        head = "PROVISIONAL: the fit failed its convergence checks"
+        lead = ("The run went on (<code>diagnostics.gate: warn</code>); treat every number from 04 Fit and "
+                "06 Contributions &amp; ROI as provisional until the checks pass.")
+    items = "".join(f"<li>{e(m)}</li>" for m in v.messages)
+    steps = "".join(f"<li>{e(r)}</li>" for r in v.remedies)
+    params = f"<p>Parameters that failed: {e(v.parameters_text())}</p>" if v.parameters else ""
+    return (
+        f'<div class="banner {"banner-stop" if stopped else "banner-warn"}" role="alert"><strong>{e(head)}</strong>'
+        f"<p>Failed checks: {e(v.checks_text())}. {lead} Details: "
+        f'<a href="reports/05_diagnose.html">05 Diagnose report</a>.</p>{params}<ul>{items}</ul>'
+        + (f"<p>What to try, in order:</p><ol>{steps}</ol>" if steps else "")
+        + "</div>"
     )
 
 
@@ -136,8 +195,16 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em;margin-bottom:.2em} .meta{color:#666;margin-top:0}
 table{border-collapse:collapse;width:100%;margin:1em 0} th,td{border-bottom:1px solid #ddd;padding:.45em .6em;text-align:left;vertical-align:top}
-th{background:#f5f5f5} td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f5f5f5} td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .completed{color:#1a7f37;font-weight:600} .failed{color:#cf222e;font-weight:600} .running{color:#9a6700;font-weight:600} .pending,.skipped{color:#888}
+.stopped{color:#cf222e;font-weight:600} .checks-failed,.attention,.tag{color:#9a6700;font-weight:700}
+tr.attention td{background:#fff8c5} tr.attention td:first-child{box-shadow:inset 4px 0 #d4a72c}
+.tag{background:#fff8c5;border:1px solid #d4a72c;border-radius:4px;padding:0 .35em;font-size:.8em;vertical-align:middle}
+table.provisional{border-left:4px solid #d4a72c} table.provisional td.n:nth-child(n+3){color:#6e5600}
+.banner{border-radius:6px;padding:.8em 1em;margin:1em 0;border:2px solid} .banner strong{font-size:1.15em}
+.banner p,.banner ul,.banner ol{margin:.4em 0} .banner li{margin:.15em 0}
+.banner-warn{background:#fff8c5;border-color:#d4a72c} .banner-warn strong{color:#7d4e00}
+.banner-stop{background:#ffebe9;border-color:#cf222e} .banner-stop strong{color:#a40e26}
 .err{background:#fff0f0;border:1px solid #f5c2c2;padding:.8em;border-radius:4px;white-space:pre-wrap;font-family:monospace;font-size:.9em}
 a{color:#0969da}
 """
@@ -150,6 +217,9 @@ def write_index(run_dir: Path) -> Path:
     status = _safe(run_dir, "status.json") or {"stages": {}, "status": "unknown"}
     spec = _safe(run_dir, "run_spec.json") or {}
     heads = headlines(run_dir)
+    v = verdict(_safe(run_dir, "diagnostics.json"), spec)
+    run_status = str(status.get("status"))
+    provisional = v.failed and run_status != "stopped"
     rows = []
     for stage in STAGES:
         st = status.get("stages", {}).get(stage, {})
@@ -164,27 +234,39 @@ def write_index(run_dir: Path) -> Path:
         )
         dur = st.get("duration_s")
         detail = heads.get(stage, "")
+        shown, row_cls = state, ""
+        if stage == "05_diagnose" and state == "completed" and v.failed:
+            shown, row_cls = "checks failed", " class=attention"
+            detail = f'<span class="attention">{detail}</span>'
+        elif stage == "06_contribute" and provisional and detail:
+            detail += ' · <span class="tag">PROVISIONAL</span>'
+        if state == "skipped" and status.get("stopped_by"):
+            detail = (detail + "<br>" if detail else "") + e(f"not run: stopped by {status['stopped_by']}: stop")
         if st.get("error"):
             detail = (detail + "<br>" if detail else "") + f'<span class="failed">{e(str(st["error"]))}</span>'
+        state_cls = "checks-failed" if shown == "checks failed" else state
         rows.append(
-            f"<tr><td>{e(stage[:2])}</td><td>{link}</td><td class='{e(state)}'>{e(state)}</td>"
+            f"<tr{row_cls}><td>{e(stage[:2])}</td><td>{link}</td><td class='{e(state_cls)}'>{e(shown)}</td>"
             f"<td class=n>{'' if dur is None else f'{dur:.1f} s'}</td><td>{detail}</td></tr>"
         )
     source = spec.get("data_path") or f"dataset {spec.get('dataset_id')}"
     err = ""
     if status.get("status") == "failed":
         err = f'<h2>Run failed</h2><div class="err">{e(str(status.get("error")))}</div>'
+    err += _gate_banner(v, run_status)
+    shown_status = f"{run_status} (provisional)" if provisional and run_status == "completed" else run_status
+    status_cls = "checks-failed" if provisional else run_status
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>MMM run {e(str(status.get('run_id', run_dir.name)))}</title>
 <style>{_CSS}</style></head><body>
 <h1>MMM run <code>{e(str(status.get('run_id', run_dir.name)))}</code></h1>
-<p class="meta">Status: <span class="{e(str(status.get('status')))}">{e(str(status.get('status')))}</span> ·
+<p class="meta">Status: <span class="{e(status_cls)}">{e(shown_status)}</span> ·
 updated {e(str(status.get('updated_at', '')))} · data: {e(str(source))} · grain {e(str(spec.get('grain', '')))} ·
 target {e(str(spec.get('target_col', '')))} · drivers {e(', '.join(map(str, spec.get('drivers', []))))}</p>
 {err}
 <table><thead><tr><th>#</th><th>Stage report</th><th>Status</th><th>Time</th><th>Headline</th></tr></thead>
 <tbody>{''.join(rows)}</tbody></table>
-{_roi_table(run_dir)}
+{_roi_table(run_dir, provisional)}
 <p class="meta">Artifacts (JSON, parquet, posterior.nc) are in this folder; executed notebooks in <code>notebooks/</code>.</p>
 </body></html>
 """

@@ -30,7 +30,7 @@ _INPUTS: dict[str, tuple[str, ...]] = {
     "02_canonicalize": ("raw_data.parquet",),
     "03_features": ("canonical_data.parquet", "column_info.json"),
     "04_fit": ("features.parquet", "feature_metadata.json", "feature_scaler.json"),
-    "05_diagnose": ("posterior.nc",),
+    "05_diagnose": ("model_metadata.json", "posterior.nc"),
     "06_contribute": (
         "canonical_data.parquet",
         "column_info.json",

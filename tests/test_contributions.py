@@ -363,7 +363,8 @@ def test_contribute_stage_writes_the_five_artifacts(outputs_root, tmp_path):
     fm = json.loads(run.path("fit_metrics.json").read_text())
     assert {"mape", "rmse", "r2", "n_obs"} <= set(fm)
     fitted = run.read_parquet("fitted.parquet")
-    assert list(fitted.columns) == ["entity_id", "period_start", "actual", "fitted", "fitted_low", "fitted_high"]
+    assert list(fitted.columns) == ["entity_id", "period_start", "window", "actual", "fitted", "fitted_low", "fitted_high",
+                                    "predicted_low", "predicted_high"]
     ts = run.read_parquet("contributions.parquet")
     pd.testing.assert_frame_equal(ts, res.timeseries, check_dtype=False)
 
@@ -375,7 +376,7 @@ def test_contribute_stage_writes_the_five_artifacts(outputs_root, tmp_path):
     assert set(contrib.roi_table(res.roi).columns) >= {"roi", "roi_low", "roi_high", "spend"}
     assert list(contrib.contribution_table(res.summary).index) == ["baseline", *DRIVERS]
     assert contrib.headline(res)["best_roi"].startswith("act_tv")
-    assert contrib.fit_metrics_table(res.fit_metrics).loc["periods", "value"] == N_EST
+    assert contrib.fit_metrics_table(res.fit_metrics).loc["periods", "fitted window"] == N_EST
 
 
 def test_plots_return_figures():

@@ -3,6 +3,10 @@
 No sampling: each test builds a DataTree whose chains are healthy or broken in one known way
 (chains that disagree, sticky chains, divergences, a random-walk energy, tree-depth hits under
 each sampler's stat name) and checks that exactly that check fails, naming the parameter.
+
+The model checks get hand-built ``observed_data`` / ``posterior_predictive`` / ``log_likelihood``
+groups (a predictive that is calibrated, too narrow or too wide; a log-likelihood with a wild
+outlier) and one tiny PyMC model that writes the groups the way 04_fit does.
 """
 
 from __future__ import annotations
@@ -10,15 +14,24 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
-from mmm_lib.diagnostics import THRESHOLDS, compute_diagnostics, diagnostics_headline, diagnostics_table
+from mmm_lib.diagnostics import (
+    THRESHOLDS,
+    compute_diagnostics,
+    diagnostics_headline,
+    diagnostics_table,
+    model_checks_table,
+    ppc_coverage_table,
+)
 from mmm_lib.findings import findings_table
 from mmm_lib.storage import read_json, write_json
 
 CHANNELS = ["act_tv", "act_digital", "act_radio"]
 FAIL_CODES = {"RHAT_HIGH", "ESS_BULK_LOW", "ESS_TAIL_LOW", "DIVERGENCES", "EBFMI_LOW", "MAX_TREEDEPTH"}
+CONVERGENCE_OK = {"RHAT_OK", "ESS_BULK_OK", "ESS_TAIL_OK", "DIVERGENCES_OK", "EBFMI_OK", "MAX_TREEDEPTH_OK"}
 
 
 def make_idata(
@@ -90,8 +103,12 @@ def test_healthy_posterior_passes_every_check_with_info_findings():
     diag = compute_diagnostics(make_idata())
     assert diag["passed"] is True
     assert failing(diag) == set()
-    assert set(by_code(diag)) == {"RHAT_OK", "ESS_BULK_OK", "ESS_TAIL_OK", "DIVERGENCES_OK", "EBFMI_OK", "MAX_TREEDEPTH_OK"}
-    assert all(f["severity"] == "info" and f["remedy"] == "" for f in diag["findings"])
+    # no log_likelihood / posterior_predictive groups (a run fitted before model checks): said, not failed
+    assert set(by_code(diag)) == CONVERGENCE_OK | {"LOO_NOT_RUN", "PPC_NOT_RUN"}
+    assert all(f["severity"] == "info" for f in diag["findings"])
+    assert all(f["remedy"] == "" for f in diag["findings"] if f["code"] in CONVERGENCE_OK)
+    assert "re-run 04_fit" in by_code(diag)["LOO_NOT_RUN"]["remedy"].lower()
+    assert diag["loo"] is None and diag["ppc"] is None and diag["model_checks_passed"] is None
     m = diag["metrics"]
     assert m["max_r_hat"] < 1.01 and m["min_ess_bulk"] > 1000 and m["divergences"] == 0
     assert len(m["ebfmi"]) == 2 and min(m["ebfmi"]) > 1.5  # iid energy: E-BFMI ≈ 2
@@ -139,6 +156,18 @@ def test_random_walk_energy_gives_low_ebfmi():
     assert "chain(s) 0" in by_code(diag)["EBFMI_LOW"]["message"]
 
 
+@pytest.mark.parametrize("random_walk", [True, False])
+def test_ebfmi_from_arviz_matches_betancourts_formula(random_walk):
+    """az.bfmi is the hand-written E-BFMI it replaced, up to the variance's ddof (n-1 vs n)."""
+    idata = make_idata(energy_random_walk=random_walk, seed=3)
+    got = compute_diagnostics(idata)["metrics"]["ebfmi"]
+    energy = idata["sample_stats"]["energy"].transpose("chain", "draw").values
+    n = energy.shape[1]
+    old = [np.mean(np.diff(e) ** 2) / np.var(e) for e in energy]  # the former _ebfmi (ddof=0)
+    np.testing.assert_allclose(got, np.array(old) * (n - 1) / n, rtol=1e-12)
+    np.testing.assert_allclose(got, old, rtol=1.5 / n)
+
+
 @pytest.mark.parametrize("stat", ["maxdepth_reached", "reached_max_treedepth", "tree_depth"])
 def test_max_treedepth_uses_each_samplers_stat(stat):
     ok = compute_diagnostics(make_idata(depth_stat=stat, depth_hits=10))  # 10 of 2000 = 0.5 %
@@ -174,7 +203,7 @@ def test_diagnostics_json_roundtrip_and_tables(tmp_path):
     path = write_json(tmp_path / "diagnostics.json", diag)
     back = read_json(path)
     assert back["passed"] is False and back["metrics"]["divergences"] == 3
-    assert set(back) == {"passed", "thresholds", "metrics", "parameters", "findings"}
+    assert set(back) == {"passed", "model_checks_passed", "thresholds", "metrics", "parameters", "loo", "ppc", "findings"}
     json.dumps(back)
 
     table = diagnostics_table(back)
@@ -186,9 +215,16 @@ def test_diagnostics_json_roundtrip_and_tables(tmp_path):
     assert list(ft["severity"][:2]) == ["warning", "warning"]  # failures first
     head = diagnostics_headline(back)
     assert head.loc[0, "passed"] == "NO" and "RHAT_HIGH" in head.loc[0, "failed checks"]
+    assert head.loc[0, "model checks"] == "not run"
+    assert set(model_checks_table(back)["result"]) == {"n/a"}
+    assert ppc_coverage_table(back)["result"].tolist() == ["n/a"]
 
 
 def test_trace_and_rank_plots_return_figures():
+    """arviz-plots figures, labelled like the summary tables, closed in pyplot (shown once in a notebook)."""
+    import io
+
+    import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
     from mmm_lib.plots.fit import plot_rank, plot_trace
@@ -198,9 +234,215 @@ def test_trace_and_rank_plots_return_figures():
     assert isinstance(fig, Figure)
     # main parameters by default: 3 betas, sigma_beta, intercept, sigma, nu -> 7 rows x 2 panels
     assert len(fig.axes) == 14
-    assert fig.axes[0].get_ylabel() == "beta[act_tv]"
+    assert [a.get_ylabel() for a in fig.axes[::2]] == [
+        "beta[act_tv]", "beta[act_digital]", "beta[act_radio]", "sigma_beta", "intercept", "sigma", "nu"]  # fmt: skip
+    assert fig.axes[-1].get_xlabel() == "draw (after tuning)"
     fig = plot_rank(idata, var_names=["beta", "gamma"])
-    titles = [a.get_title() for a in fig.axes if a.get_visible()]
+    titles = [a.get_title() for a in fig.axes if a.get_visible() and a.get_title()]
     assert titles == ["beta[act_tv]", "beta[act_digital]", "beta[act_radio]", "gamma[ctrl_price_index]"]
+    fig.savefig(io.BytesIO(), format="png")
+    assert plt.get_fignums() == []
     with pytest.raises(ValueError, match="no variable"):
         plot_trace(idata, var_names=["alpha"])
+
+
+# --------------------------------------------------------------------------- model checks
+
+ENTITIES = ["store_a", "store_b", "store_c"]
+CENTRES = {"store_a": 10.0, "store_b": 9.0, "store_c": 8.5}
+
+
+def add_model_groups(
+    idata: xr.DataTree,
+    n_periods: int = 104,
+    entities: list[str] | None = ENTITIES,
+    noise: float = 0.05,
+    pred_sd: float | dict[str, float] = 0.05,
+    outlier: tuple[int, int, float] | None = None,
+    with_ppc: bool = True,
+    with_loglik: bool = True,
+    seed: int = 7,
+) -> xr.DataTree:
+    """observed_data, posterior_predictive and log_likelihood groups (variable ``z``) as 04_fit writes them.
+
+    Observed z = signal + Normal(0, noise). The predictive draws are signal + Normal(0, pred_sd)
+    (``pred_sd`` = noise is calibrated); the log-likelihood is the Normal density of the observed
+    values around a location that varies a little between draws. ``outlier=(entity index, period, shift)``
+    moves one observation far away (kept out of the predictive so only LOO sees it).
+    """
+    rng = np.random.default_rng(seed)
+    n_chains, n_draws = idata["posterior"].sizes["chain"], idata["posterior"].sizes["draw"]
+    periods = pd.date_range("2023-01-02", periods=n_periods, freq="W-MON").to_numpy()
+    n_e = len(entities) if entities else 1
+    signal = 0.2 * np.sin(np.arange(n_periods) / 8.0)[None, :] + rng.normal(0, 0.1, (n_e, 1))
+    obs = signal + rng.normal(0, noise, (n_e, n_periods))
+    sd = np.array([pred_sd.get(e, noise) for e in entities])[:, None] if isinstance(pred_sd, dict) else np.full((n_e, 1), pred_sd)
+    pred = signal + rng.normal(0, 1, (n_chains, n_draws, n_e, n_periods)) * sd
+    loc = signal + rng.normal(0, noise / 10, (n_chains, n_draws, n_e, 1))
+    if outlier is not None:
+        obs[outlier[0], outlier[1]] += outlier[2]
+    loglik = -0.5 * ((obs - loc) / noise) ** 2 - np.log(noise * np.sqrt(2 * np.pi))
+    obs_dims = ("entity", "period") if entities else ("period",)
+    coords = {"period": periods, **({"entity": entities} if entities else {})}
+    if not entities:
+        obs, pred, loglik = obs[0], pred[..., 0, :], loglik[..., 0, :]
+    sample = {"chain": np.arange(n_chains), "draw": np.arange(n_draws)}
+    groups = {name: idata[name].to_dataset() for name in idata.children}
+    groups["observed_data"] = xr.Dataset({"z": (obs_dims, obs)}, coords=coords)
+    if with_ppc:
+        groups["posterior_predictive"] = xr.Dataset({"z": (("chain", "draw", *obs_dims), pred)}, coords={**coords, **sample})
+    if with_loglik:
+        groups["log_likelihood"] = xr.Dataset({"z": (("chain", "draw", *obs_dims), loglik)}, coords={**coords, **sample})
+    return xr.DataTree.from_dict(groups)
+
+
+def metadata(entities: list[str] | None = ENTITIES) -> dict:
+    return {"target_centers": {e: CENTRES[e] for e in entities} if entities else {"brand": 11.0}}
+
+
+def test_calibrated_predictive_and_clean_loo_pass_the_model_checks():
+    idata = add_model_groups(make_idata())
+    diag = compute_diagnostics(idata, metadata=metadata())
+    assert diag["passed"] is True and diag["model_checks_passed"] is True
+    codes = by_code(diag)
+    assert {"LOO_OK", "PPC_OK"} <= set(codes) and failing(diag) == set()
+    assert codes["PPC_OK"]["details"]["check"] == "model" and codes["PPC_OK"]["columns"] == []
+    loo = diag["loo"]
+    assert set(loo) == {"var_name", "scale", "elpd", "se", "p_loo", "n_obs", "n_samples", "pareto_k_threshold",
+                        "n_pareto_k_high", "share_pareto_k_high", "max_pareto_k", "influential"}  # fmt: skip
+    assert loo["n_obs"] == 3 * 104 and loo["n_samples"] == 2000 and loo["n_pareto_k_high"] == 0
+    assert loo["pareto_k_threshold"] == pytest.approx(min(1 - 1 / np.log10(2000), 0.7))  # ArviZ's, not a fixed 0.7
+    ppc = diag["ppc"]
+    assert ppc["scale"] == "sales" and ppc["n_obs"] == 312 and ppc["status"] == "ok"
+    assert abs(ppc["coverage_50"] - 0.5) < 0.08 and abs(ppc["coverage_90"] - 0.9) < 0.05
+    assert list(ppc["entities"]) == ENTITIES and ppc["entities"]["store_b"]["n_obs"] == 104
+    assert ppc["brand_total"]["n_obs"] == 104
+    assert ppc["limits"] == {"coverage_50": [0.35, 0.70], "coverage_90": [0.75, None]}
+    json.dumps(diag, allow_nan=False)
+    table = ppc_coverage_table(diag)
+    assert table["series"].tolist()[0] == "all observations" and table["series"].tolist()[2:] == ENTITIES
+    assert set(model_checks_table(diag)["result"]) <= {"pass", ""}
+    assert diagnostics_headline(diag).loc[0, "model checks"] == "pass"
+
+
+def test_too_narrow_predictive_gives_ppc_coverage_low_without_touching_convergence():
+    idata = add_model_groups(make_idata(), pred_sd=0.01)
+    diag = compute_diagnostics(idata, metadata=metadata())
+    assert diag["passed"] is True  # the gate's verdict: convergence only
+    assert diag["model_checks_passed"] is False
+    f = by_code(diag)["PPC_COVERAGE_LOW"]
+    assert f["severity"] == "warning" and "over-confident" in f["remedy"]
+    assert diag["ppc"]["coverage_90"] < 0.5 and diag["ppc"]["status"] == "low"
+    assert f["details"]["entities_low"] == ENTITIES
+    head = diagnostics_headline(diag)
+    assert head.loc[0, "passed"] == "yes" and head.loc[0, "failed checks"] == "none"
+    assert head.loc[0, "model checks"] == "WARN (PPC_COVERAGE_LOW)"
+    assert "WARN: too narrow" in set(ppc_coverage_table(diag)["result"])
+
+
+def test_too_wide_predictive_gives_ppc_coverage_high():
+    diag = compute_diagnostics(add_model_groups(make_idata(), pred_sd=0.25), metadata=metadata())
+    assert "PPC_COVERAGE_HIGH" in failing(diag) and diag["ppc"]["coverage_50"] > 0.9
+    assert diag["model_checks_passed"] is False and diag["passed"] is True
+
+
+def test_one_poorly_described_entity_is_named():
+    idata = add_model_groups(make_idata(), pred_sd={"store_b": 0.005})
+    diag = compute_diagnostics(idata, metadata=metadata())
+    f = by_code(diag)["PPC_COVERAGE_LOW"]
+    assert f["details"]["entities_low"] == ["store_b"] and "store_b" in f["message"]
+    assert diag["ppc"]["entities"]["store_a"]["status"] == "ok" and diag["ppc"]["entities"]["store_b"]["status"] == "low"
+
+
+def test_wild_outlier_gives_pareto_k_high_naming_the_period():
+    idata = add_model_groups(make_idata(), outlier=(2, 30, 2.0))  # store_c, 31st week, 40 noise sd away
+    diag = compute_diagnostics(idata, metadata=metadata())
+    assert diag["passed"] is True and diag["model_checks_passed"] is False
+    f = by_code(diag)["PARETO_K_HIGH"]
+    assert f["severity"] == "warning"
+    assert "k-fold" in f["remedy"] and "heavier-tailed" in f["remedy"]
+    loo = diag["loo"]
+    assert loo["n_pareto_k_high"] >= 1 and loo["share_pareto_k_high"] == loo["n_pareto_k_high"] / loo["n_obs"]
+    assert loo["influential"][0] == {"entity": "store_c", "period": "2023-07-31", "pareto_k": pytest.approx(loo["max_pareto_k"])}
+    assert loo["influential"][0]["pareto_k"] > loo["pareto_k_threshold"]
+    assert "store_c 2023-07-31" in f["message"]
+    assert model_checks_table(diag).set_index("check").loc["PSIS-LOO: observations with high Pareto k", "result"] == "WARN"
+
+
+def test_brand_level_groups_have_no_entity_dim():
+    diag = compute_diagnostics(add_model_groups(make_idata(), entities=None), metadata=metadata(None))
+    assert diag["model_checks_passed"] is True
+    assert diag["ppc"]["n_obs"] == 104 and diag["ppc"]["entities"] is None and diag["ppc"]["brand_total"] is None
+    assert ppc_coverage_table(diag)["series"].tolist() == ["brand"]
+    outlier = compute_diagnostics(add_model_groups(make_idata(), entities=None, outlier=(0, 0, 2.0)), metadata=metadata(None))
+    assert outlier["loo"]["influential"][0]["period"] == "2023-01-02" and "entity" not in outlier["loo"]["influential"][0]
+
+
+def test_without_metadata_the_predictive_check_runs_on_the_model_scale():
+    diag = compute_diagnostics(add_model_groups(make_idata()))
+    assert diag["ppc"]["scale"] == "model" and diag["ppc"]["brand_total"] is None
+    assert "PPC_OK" in by_code(diag)
+
+
+def test_coverage_limits_widen_with_few_observations():
+    """Two thirds inside both bands: too few for 520 observations, within chance for 12."""
+    def idata_with(n: int) -> xr.DataTree:
+        rng = np.random.default_rng(0)
+        draws = rng.normal(0, 1, (2, 500, n))
+        observed = np.where(np.arange(n) % 3 == 2, 5.0, 0.0)  # every third far outside
+        t = np.arange(n)
+        return xr.DataTree.from_dict({
+            "posterior": make_idata(n_draws=500)["posterior"].to_dataset(),
+            "observed_data": xr.Dataset({"z": (("period",), observed)}, coords={"period": t}),
+            "posterior_predictive": xr.Dataset({"z": (("chain", "draw", "period"), draws)}, coords={"period": t}),
+        })  # fmt: skip
+
+    few = compute_diagnostics(idata_with(12))
+    assert few["ppc"]["coverage_90"] == pytest.approx(2 / 3) and few["ppc"]["limits"]["coverage_90"][0] < 0.66
+    assert "PPC_OK" in by_code(few)
+    many = compute_diagnostics(idata_with(519))
+    assert many["ppc"]["limits"]["coverage_90"][0] == 0.75 and "PPC_COVERAGE_LOW" in failing(many)
+    relaxed = compute_diagnostics(idata_with(519), thresholds={"ppc_coverage_90_min": 0.6})
+    assert "PPC_COVERAGE_LOW" not in failing(relaxed)
+
+
+def test_missing_group_skips_only_its_check():
+    idata = add_model_groups(make_idata(), with_ppc=False)
+    diag = compute_diagnostics(idata, metadata=metadata())
+    codes = by_code(diag)
+    assert "LOO_OK" in codes and codes["PPC_NOT_RUN"]["severity"] == "info"
+    assert diag["ppc"] is None and diag["loo"] is not None and diag["model_checks_passed"] is None
+    no_ll = compute_diagnostics(add_model_groups(make_idata(), with_loglik=False), metadata=metadata())
+    assert no_ll["loo"] is None and "LOO_NOT_RUN" in by_code(no_ll) and "PPC_OK" in by_code(no_ll)
+
+
+def test_groups_written_by_pymc_follow_the_contract():
+    """A tiny PyMC model writes log_likelihood / posterior_predictive as 04_fit does; the checks read them."""
+    import logging
+
+    import pymc as pm
+
+    logging.getLogger("pymc").setLevel(logging.ERROR)
+    rng = np.random.default_rng(1)
+    n_t = 40
+    y = rng.normal([[0.1], [-0.1]], 0.1, (2, n_t))
+    coords = {"entity": ["s1", "s2"], "period": pd.date_range("2024-01-01", periods=n_t, freq="W-MON")}
+    with pm.Model(coords=coords) as model:
+        mu = pm.Normal("intercept", 0, 1, dims="entity")
+        sigma = pm.HalfNormal("sigma", 0.2)
+        pm.Normal("z", mu[:, None], sigma, observed=y, dims=("entity", "period"))
+    # A posterior close to the exact one, without running NUTS.
+    post = xr.Dataset(
+        {"intercept": (("chain", "draw", "entity"), y.mean(axis=1) + rng.normal(0, 0.1 / np.sqrt(n_t), (2, 300, 2))),
+         "sigma": (("chain", "draw"), np.abs(rng.normal(0.1, 0.01, (2, 300))))},
+        coords={"chain": [0, 1], "draw": np.arange(300), "entity": ["s1", "s2"]},
+    )  # fmt: skip
+    idata = xr.DataTree.from_dict({"posterior": post, "observed_data": xr.Dataset({"z": (("entity", "period"), y)}, coords=coords)})
+    pm.compute_log_likelihood(idata, model=model, extend_inferencedata=True, progressbar=False)
+    with model:
+        pm.sample_posterior_predictive(idata, extend_inferencedata=True, random_seed=2, progressbar=False,
+                                       compile_kwargs={"mode": "FAST_COMPILE"})  # fmt: skip
+    diag = compute_diagnostics(idata, metadata={"target_centers": {"s1": 9.0, "s2": 8.0}})
+    assert diag["loo"]["n_obs"] == 80 and diag["loo"]["n_samples"] == 600
+    assert diag["ppc"]["n_obs"] == 80 and list(diag["ppc"]["entities"]) == ["s1", "s2"]
+    assert {"LOO_OK", "PPC_OK"} <= set(by_code(diag))

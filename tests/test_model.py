@@ -579,3 +579,24 @@ def test_prior_graph_draws_every_parameter_and_the_target(artifacts):
     # beta_entity is beta scaled per entity: positive, same sign pattern
     assert np.all(pri["beta_entity"].values >= 0)
     pd.testing.assert_index_equal(pd.Index(pri["channel"].values), pd.Index(mmm.data.channels))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["_".join(c) for c in CONFIGS])
+def test_check_groups_log_likelihood_is_the_graphs(artifacts, cfg):
+    """04_fit's log-likelihood (model object's mu + MMM.likelihood, all draws at once) is the graph's pointwise logp."""
+    import xarray as xr
+
+    from mmm_lib.model_pymc import add_checks
+
+    mmm = _mmm(artifacts, cfg)
+    model, points, draws, _ = _graph_points(mmm, seed=3)
+    post = xr.Dataset({k: xr.DataArray(v[None], dims=("chain", "draw", *[f"{k}_{i}" for i in range(v.ndim - 1)]))
+                       for k, v in draws.items()})  # fmt: skip
+    idata = add_checks(mmm, xr.DataTree.from_dict({"posterior": post}), seed=1)
+    fn = model.compile_fn(model.logp(vars=[model["z"]], sum=False)[0], inputs=model.value_vars, point_fn=True,
+                          mode="FAST_COMPILE", on_unused_input="ignore")  # fmt: skip
+    graph = np.stack([fn(p) for p in points])
+    ll = idata["log_likelihood"]["z"].values[0]
+    assert ll.shape == graph.shape
+    np.testing.assert_allclose(ll, graph, rtol=1e-9, atol=1e-9)
+    assert idata["posterior_predictive"]["z"].shape == idata["log_likelihood"]["z"].shape

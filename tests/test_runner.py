@@ -19,6 +19,7 @@ from mmm_lib.runner import RunError, run_pipeline
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "params" / "fast.yaml"
 SMALL = ["draws=150", "tune=150"]
+HOLDOUT = ["windows.holdout_periods=8"]  # the end-to-end run also exercises the chronological holdout
 
 RUN_ARTIFACTS = [
     "run_spec.json", "status.json", "raw_data.parquet", "validation_summary.json", "canonical_data.parquet",
@@ -55,7 +56,7 @@ def completed_run(tmp_path_factory):
     old = os.environ.get("MMM_OUTPUTS")
     os.environ["MMM_OUTPUTS"] = str(root)
     try:
-        res = run_pipeline(SPEC, "e2e", SMALL, log=lambda m: None)
+        res = run_pipeline(SPEC, "e2e", SMALL + HOLDOUT, log=lambda m: None)
     finally:
         if old is None:
             os.environ.pop("MMM_OUTPUTS", None)
@@ -97,6 +98,12 @@ def test_six_notebooks_produce_every_artifact_and_report(completed_run):
     # fast.yaml is entity level: every store's rows plus "brand" rows that are their sums
     stores = sorted(set(fitted["entity_id"]) - {"brand"})
     assert len(stores) == 5 and [e["entity_id"] for e in roi["entities"]] == stores
+    # 8 held-out periods per store and for the brand: predicted, scored in fit_metrics, not in the decomposition
+    assert (fitted["window"] == "holdout").sum() == 8 * 6
+    fm = json.loads((res.run_dir / "fit_metrics.json").read_text())
+    assert fm["holdout"]["periods"] == 8 and fm["holdout"]["entity"]["n_obs"] == 8 * 5
+    assert 0 <= fm["holdout"]["brand"]["coverage_90"] <= 1 and fm["holdout"]["brand"]["crps"] > 0
+    fitted = fitted[fitted["window"] == "estimation"]
     brand_fit = fitted[fitted["entity_id"] == "brand"].set_index("period_start").sort_index()
     brand_contrib = contrib[contrib["entity_id"] == "brand"]
     total = brand_contrib.groupby("period_start")["mean"].sum().sort_index()
@@ -119,7 +126,7 @@ def test_failure_is_recorded_and_resume_continues_and_reproduces(completed_run, 
     nbformat.write(nb, nbdir / "03_features.ipynb")
     monkeypatch.setattr(runner, "notebooks_dir", lambda: nbdir)
 
-    res = run_pipeline(SPEC, "resumable", SMALL, log=lambda m: None)
+    res = run_pipeline(SPEC, "resumable", SMALL + HOLDOUT, log=lambda m: None)
     assert res.status == "failed" and res.failed_stage == "03_features"
     assert "injected failure in features" in res.error
     status = json.loads((res.run_dir / "status.json").read_text())
@@ -130,13 +137,13 @@ def test_failure_is_recorded_and_resume_continues_and_reproduces(completed_run, 
     assert "injected failure in features" in (res.run_dir / "index.html").read_text()
 
     with pytest.raises(RunError, match="already exists.*--resume"):
-        run_pipeline(SPEC, "resumable", SMALL, log=lambda m: None)
+        run_pipeline(SPEC, "resumable", SMALL + HOLDOUT, log=lambda m: None)
     with pytest.raises(RunError, match="different spec"):
         run_pipeline(SPEC, "resumable", ["draws=151", "tune=150"], resume=True, log=lambda m: None)
 
     monkeypatch.setattr(runner, "notebooks_dir", lambda: REPO / "notebooks")
     lines = []
-    res2 = run_pipeline(SPEC, "resumable", SMALL, resume=True, log=lines.append)
+    res2 = run_pipeline(SPEC, "resumable", SMALL + HOLDOUT, resume=True, log=lines.append)
     assert res2.status == "completed", res2.error
     assert any("Canonicalize" in ln and "resumed" in ln for ln in lines)
     # Same spec + seed -> identical posterior summary and ROI.

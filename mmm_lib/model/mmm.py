@@ -34,6 +34,7 @@ from . import transforms as tf
 from .priors import SATURATION_RV, Prior, apply_overrides, baseline_priors, panel_priors
 
 ESTIMATION = "estimation"
+HOLDOUT = "holdout"
 LIKELIHOOD = "StudentT(nu, mu, sigma) on z = log1p(target) - target_center (per entity)"
 
 
@@ -58,10 +59,24 @@ class ModelData:
     controls: np.ndarray  # (E, T, J)
     activity: np.ndarray  # (E, T_all, C) raw activity, all rows
     est: np.ndarray  # (T_all,) bool
+    holdout: np.ndarray | None = None  # (T_all,) bool: held-out rows (windows.holdout_periods), predicted only
+    holdout_periods: np.ndarray | None = None  # (H,)
+    holdout_target: np.ndarray | None = None  # (E, H) original units
+    holdout_media: np.ndarray | None = None  # (E, H, C)
+    holdout_controls: np.ndarray | None = None  # (E, H, J)
 
     @property
     def n_obs(self) -> int:
         return int(self.z.size)
+
+    @property
+    def n_holdout(self) -> int:
+        return 0 if self.holdout is None else int(self.holdout.sum())
+
+    @property
+    def holdout_z(self) -> np.ndarray:
+        """(E, H) held-out target on the model's scale (centred with the fitted window's centres)."""
+        return np.log1p(self.holdout_target) - self.target_center[:, None]
 
 
 def _model_name(cfg: Any) -> str:
@@ -200,7 +215,7 @@ class MMM:
             pm.Potential("intercept_prior", pm.logp(p["intercept"].to_pymc("", v, dist_only=True), intercept))
             sigma = p["sigma"].to_pymc("sigma", v)
             nu = p["nu"].to_pymc("nu", v)
-            pm.StudentT("z", nu=nu, mu=mu, sigma=sigma, observed=z_target, dims="period")
+            self.likelihood(mu, sigma, nu, name="z", observed=z_target, dims="period")
         return model
 
     def _build_panel(self, for_prior: bool = False) -> Any:
@@ -221,8 +236,7 @@ class MMM:
             v: dict[str, Any] = {}
             z_target = pm.Data("z_target", d.z, dims=("entity", "period"))
             if self.learned:
-                coords_lag = list(range(self.max_lag))
-                model.add_coord("lag", coords_lag)
+                model.add_coord("lag", list(range(self.max_lag)))
                 lagged_np = tf.panel_lag_stack(self.scaled_activity(d.activity), self.max_lag)[:, :, d.est, :]
                 lagged = pm.Data("activity_lag", lagged_np, dims=("lag", "entity", "period", "channel"))
                 for name in self.transform_parameters:
@@ -238,8 +252,7 @@ class MMM:
                 beta_e = pm.Deterministic("beta_entity", beta[None, :] * pt.exp(tau[None, :] * bz), dims=("entity", "channel"))
             else:
                 beta_e = beta[None, :]
-            media_term = (media * beta_e[:, None, :]).sum(axis=-1)  # (E, T)
-            term = media_term
+            term = (media * beta_e[:, None, :]).sum(axis=-1)  # (E, T)
             if d.control_names:
                 controls = pm.Data("controls", d.controls, dims=("entity", "period", "control"))
                 gamma = p["gamma"].to_pymc("gamma", v)
@@ -261,8 +274,22 @@ class MMM:
             sigma = p["sigma"].to_pymc("sigma", v)
             nu = p["nu"].to_pymc("nu", v)
             sig = sigma[:, None] if self.entity_level else sigma
-            pm.StudentT("z", nu=nu, mu=mu, sigma=sig, observed=z_target, dims=("entity", "period"))
+            self.likelihood(mu, sig, nu, name="z", observed=z_target, dims=("entity", "period"))
         return model
+
+    @staticmethod
+    def likelihood(mu: Any, sigma: Any, nu: Any, name: str | None = None, **kwargs: Any) -> Any:
+        """THE likelihood of ``z``: ``StudentT(nu, mu, sigma)``.
+
+        With ``name``, the model variable (inside a model context; ``observed``/``dims`` in
+        ``kwargs``); without, the unnamed distribution over arrays of draws, whose ``pm.logp`` and
+        ``pm.draw`` give the pointwise log-likelihood and replicated data (:func:`mmm_lib.model_pymc.add_checks`).
+        """
+        import pymc as pm
+
+        if name is None:
+            return pm.StudentT.dist(nu=nu, mu=mu, sigma=sigma)
+        return pm.StudentT(name, nu=nu, mu=mu, sigma=sigma, **kwargs)
 
     def _media_from(self, lagged: Any, params: Mapping[str, Any], xp: Any) -> Any:
         """Saturated adstock from a lag stack — THE media transform of the learned model, graph or numpy.
@@ -284,13 +311,22 @@ class MMM:
         """The learned transform parameters per draw, shaped (S, 1, 1, C) to broadcast over (E, T, C)."""
         return {k: np.asarray(draws[k], dtype=float)[:, None, None, :] for k in self.transform_parameters}
 
-    def media(self, draws: Mapping[str, np.ndarray], activity: np.ndarray, entities: list[int] | None = None) -> np.ndarray:
-        """Media features on the estimation rows for raw ``activity`` (E', T_all, C) of ``entities``.
+    def rows(self, rows: str) -> np.ndarray:
+        """(T_all,) mask of the ``"estimation"`` (fitted) or ``"holdout"`` (held-out) periods."""
+        if rows == ESTIMATION:
+            return self.data.est
+        if rows == HOLDOUT and self.data.n_holdout:
+            return self.data.holdout
+        raise ValueError(f"rows must be 'estimation' or 'holdout' (when the data has held-out periods), got {rows!r}")
+
+    def media(self, draws: Mapping[str, np.ndarray], activity: np.ndarray, entities: list[int] | None = None,
+              rows: str = ESTIMATION) -> np.ndarray:
+        """Media features on the estimation (or held-out) rows for raw ``activity`` (E', T_all, C) of ``entities``.
 
         Returns (E', T, C) for fixed transforms (the same for every draw) or (S, E', T, C) for learned.
         """
         act = np.asarray(activity, dtype=float)
-        est = self.data.est
+        est = self.rows(rows)
         if not self.learned:
             from ..features import media_features
 
@@ -311,8 +347,10 @@ class MMM:
         b = self.beta_entity(draws, entities)[:, :, None, :]
         return b * (media if media.ndim == 4 else media[None])
 
-    def mu(self, draws: Mapping[str, np.ndarray], media: np.ndarray, entities: list[int] | None = None) -> np.ndarray:
-        """(S, E', T) linear predictor on the centred log scale for the given media features."""
+    def mu(self, draws: Mapping[str, np.ndarray], media: np.ndarray, entities: list[int] | None = None,
+           rows: str = ESTIMATION) -> np.ndarray:
+        """(S, E', T) linear predictor on the centred log scale for the given media features (of ``rows``)."""
+        controls = self.data.controls if rows == ESTIMATION else self.data.holdout_controls
         ents = list(range(len(self.data.entities))) if entities is None else list(entities)
         b = self.beta_entity(draws, ents)
         icpt = np.asarray(draws["intercept"], dtype=float)
@@ -325,14 +363,16 @@ class MMM:
             else:
                 m = icpt[:, i, None] + np.einsum("sc,stc->st", b[:, i, :], media[:, i])
             if gamma is not None and gamma.shape[1]:
-                m = m + gamma @ self.data.controls[e].T
+                m = m + gamma @ controls[e].T
             out[:, i] = m
         return out
 
-    def expected_sales(self, draws: Mapping[str, np.ndarray], activity: np.ndarray, entities: list[int] | None = None) -> np.ndarray:
-        """(S, E', T) fitted sales in original units, ``expm1(mu + target_center)``, for raw ``activity``."""
+    def expected_sales(self, draws: Mapping[str, np.ndarray], activity: np.ndarray, entities: list[int] | None = None,
+                       rows: str = ESTIMATION) -> np.ndarray:
+        """(S, E', T) fitted sales in original units, ``expm1(mu + target_center)``, for raw ``activity``
+        on the estimation (or held-out) rows."""
         ents = list(range(len(self.data.entities))) if entities is None else list(entities)
-        mu = self.mu(draws, self.media(draws, activity, ents), ents)
+        mu = self.mu(draws, self.media(draws, activity, ents, rows), ents, rows)
         return np.expm1(mu + self.data.target_center[ents][None, :, None])
 
     def response(self, draws: Mapping[str, np.ndarray], activity: np.ndarray, entities: list[int] | None = None) -> np.ndarray:
@@ -448,6 +488,7 @@ def model_data(features_df: pd.DataFrame, feature_metadata: Mapping[str, Any]) -
                 "in every period of the windows (fill missing weeks in the data, or use model.level: brand)"
             )
     est = (blocks[0]["window"] == ESTIMATION).to_numpy()
+    hold = (blocks[0]["window"] == HOLDOUT).to_numpy()
     periods = pd.to_datetime(blocks[0]["period_start"])
 
     def stack(cols: list[str], rows: np.ndarray | slice) -> np.ndarray:
@@ -463,17 +504,26 @@ def model_data(features_df: pd.DataFrame, feature_metadata: Mapping[str, Any]) -
             )
         return m
 
-    target = np.stack([b["target"].to_numpy(dtype=float, na_value=np.nan)[est] for b in blocks])
-    bad = ~np.isfinite(target) | (target < 0)
-    if bad.any():
-        e = int(np.where(bad.any(axis=1))[0][0])
-        rows = periods.dt.date.astype(str).to_numpy()[est][bad[e]][:3].tolist()
-        raise ValueError(
-            f"target has {int(bad.sum())} missing, infinite or negative value(s) in the estimation window "
-            f"(entity {entities[e]!r}, periods {rows}); the model takes log1p(target), so sales must be >= 0"
-        )
+    def target_rows(rows: np.ndarray, where: str) -> np.ndarray:
+        target = np.stack([b["target"].to_numpy(dtype=float, na_value=np.nan)[rows] for b in blocks])
+        bad = ~np.isfinite(target) | (target < 0)
+        if bad.any():
+            e = int(np.where(bad.any(axis=1))[0][0])
+            shown = periods.dt.date.astype(str).to_numpy()[rows][bad[e]][:3].tolist()
+            raise ValueError(
+                f"target has {int(bad.sum())} missing, infinite or negative value(s) in the {where} "
+                f"(entity {entities[e]!r}, periods {shown}); the model takes log1p(target), so sales must be >= 0"
+            )
+        return target
+
+    target = target_rows(est, "estimation window")
     log_y = np.log1p(target)
     center = log_y.mean(axis=1)
+    holdout: dict[str, Any] = {}
+    if hold.any():
+        holdout = {"holdout": hold, "holdout_periods": periods.to_numpy(dtype="datetime64[ns]")[hold],
+                   "holdout_target": target_rows(hold, "holdout"), "holdout_media": stack(media_cols, hold),
+                   "holdout_controls": stack(control_cols, hold)}  # fmt: skip
     return ModelData(
         entities=entities,
         periods=periods.to_numpy(dtype="datetime64[ns]")[est],
@@ -488,6 +538,7 @@ def model_data(features_df: pd.DataFrame, feature_metadata: Mapping[str, Any]) -
         controls=stack(control_cols, est),
         activity=stack(act_cols, slice(None)),
         est=est,
+        **holdout,
     )
 
 

@@ -6,6 +6,21 @@ not do this on their own for figures made without pyplot).
 """
 
 
+from matplotlib.figure import Figure
+
+
+def note_figure(text: str) -> Figure:
+    """A one-line figure holding ``text``, where a plot does not apply (e.g. a brand-level model).
+
+    The text sits on an empty axis: IPython renders a figure without axes as "<Figure ...>" text, no image.
+    """
+    fig = Figure(figsize=(9, 0.6))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.text(0.01, 0.5, text, va="center", fontsize=10, color="0.3")
+    return fig
+
+
 def _enable_inline_figures() -> None:
     try:
         from IPython import get_ipython

@@ -14,6 +14,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from . import note_figure
+
 
 def _date_axis(ax: Any) -> None:
     loc = mdates.AutoDateLocator()
@@ -47,37 +49,47 @@ def brand_rows(df: pd.DataFrame) -> pd.DataFrame:
 def plot_fit(
     fitted: pd.DataFrame, fit_metrics: dict[str, Any] | None = None, target: str = "sales", interval: float = 0.9
 ) -> Figure:
-    """Actual vs posterior-mean fitted over the estimation window, with the fitted interval band.
+    """Actual vs fitted over the estimation window, with the fitted and predictive bands; held-out periods shaded.
 
     Parameters
     ----------
     fitted
-        ``fitted.parquet``: ``period_start``, ``actual``, ``fitted``, ``fitted_low``, ``fitted_high``.
+        ``fitted.parquet``: ``period_start``, ``actual``, ``fitted``, ``fitted_low``, ``fitted_high`` and,
+        from runs with model checks, ``window``, ``predicted_low``, ``predicted_high``.
     fit_metrics
-        ``fit_metrics.json``; R² and MAPE go in the title when given.
+        ``fit_metrics.json``; R² and MAPE (and the holdout's MAPE and 90% coverage) go in the title.
     target
         Name of the target, for the axis label.
     interval
-        Probability of the band (for the legend).
+        Probability of the bands (for the legend).
     """
     df = brand_rows(fitted).sort_values("period_start")
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
     ax = fig.subplots()
     x = pd.to_datetime(df["period_start"])
-    ax.fill_between(x, df["fitted_low"], df["fitted_high"], color="tab:blue", alpha=0.2,
-                    label=f"fitted, {_pct(interval)} interval")  # fmt: skip
-    ax.plot(x, df["fitted"], color="tab:blue", lw=1.8, label="fitted (posterior mean)")
+    if "predicted_low" in df and df["predicted_low"].notna().any():
+        ax.fill_between(x, df["predicted_low"], df["predicted_high"], color="tab:blue", alpha=0.12, lw=0,
+                        label=f"predicted sales, {_pct(interval)} band (noise included)")  # fmt: skip
+    ax.fill_between(x, df["fitted_low"], df["fitted_high"], color="tab:blue", alpha=0.3, lw=0,
+                    label=f"expected sales, {_pct(interval)} interval")  # fmt: skip
+    ax.plot(x, df["fitted"], color="tab:blue", lw=1.8, label="expected sales (posterior mean)")
     ax.plot(x, df["actual"], color="black", lw=1.0, marker="o", ms=2.5, label="actual")
+    hold = df["window"].eq("holdout").to_numpy() if "window" in df else np.zeros(len(df), bool)
     title = "Actual vs fitted, estimation window"
+    if hold.any():
+        ax.axvspan(x[hold].min() - pd.Timedelta(days=3), x[hold].max() + pd.Timedelta(days=3), color="tab:orange",
+                   alpha=0.12, label="held out: predicted, not fitted")  # fmt: skip
+        title = "Actual vs fitted (estimation window) and predicted (held-out periods, shaded)"
+    parts = []
     if fit_metrics:
-        parts = []
         if fit_metrics.get("r2") is not None:
             parts.append(f"R² {fit_metrics['r2']:.3f}")
         if fit_metrics.get("mape") is not None:
             parts.append(f"MAPE {fit_metrics['mape']:.1f}%")
-        if parts:
-            title += " (" + ", ".join(parts) + ")"
-    ax.set_title(title)
+        ho = (fit_metrics.get("holdout") or {}).get("brand")
+        if ho and ho.get("mape") is not None:
+            parts.append(f"holdout MAPE {ho['mape']:.1f}%, {_pct(0.9)} band covers {100 * ho['coverage_90']:.0f}%")
+    ax.set_title(title + ("\n" + " · ".join(parts) if parts else ""), fontsize=11)
     ax.set_xlabel("period start")
     ax.set_ylabel(f"{target} (original units)")
     _date_axis(ax)
@@ -196,9 +208,7 @@ def plot_entity_roi(roi: dict[str, Any]) -> Figure:
     ents = roi.get("entities") or []
     channels = [c["channel"] for c in roi.get("channels", []) if c.get("roi") is not None]
     if not ents or not channels:
-        fig = Figure(figsize=(8, 0.8))
-        fig.text(0.01, 0.5, "No per-entity ROI: this is a brand-level model (model.level: brand).", va="center", color="0.3")
-        return fig
+        return note_figure("No per-entity ROI: this is a brand-level model (model.level: brand).")
     fig = Figure(figsize=(3.6 * len(channels), 0.28 * len(ents) + 1.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(channels), squeeze=False)).ravel()
     brand = {c["channel"]: c for c in roi["channels"]}

@@ -1,6 +1,8 @@
 """Figures for 04_fit and 05_diagnose: coefficient intervals, prior vs posterior, trace and rank plots.
 
-Plain matplotlib on ``Figure`` objects (no pyplot state), so a notebook shows each figure once.
+Plain matplotlib on ``Figure`` objects (no pyplot state), so a notebook shows each figure once; the
+trace and rank plots are arviz-plots (``plot_trace_dist``, ``plot_rank``) on its matplotlib backend,
+returned as their ``Figure`` (:func:`mmm_lib.plots.checks.arviz_figure`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..model_pymc import _posterior_dataset, _select, parameter_names
+from . import note_figure
 
-_CHAIN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 MAIN_PARAMETERS = ("beta", "sigma_beta", "decay", "half_saturation", "hill_slope", "logistic_lam", "intercept", "sigma", "nu")
 
 _VAR_LABEL = {
@@ -83,12 +85,6 @@ _AXIS_LABEL = {
 }
 
 
-def _note_figure(text: str) -> Figure:
-    fig = Figure(figsize=(8, 0.8))
-    fig.text(0.01, 0.5, text, va="center", fontsize=10, color="0.3")
-    return fig
-
-
 def plot_prior_posterior(idata: Any, var_names: tuple[str, ...] | list[str] = ("beta", *TRANSFORM_PARAMETERS)) -> Figure:
     """Prior vs posterior of each channel's parameters, one panel per parameter and channel.
 
@@ -141,7 +137,7 @@ def plot_adstock_weights(idata: Any, max_lag: int, interval: float = 0.9) -> Fig
 
     ds = _posterior_dataset(idata)
     if "decay" not in ds:
-        return _note_figure("Adstock is fixed by the spec in this model (model.transforms: fixed): see 03_features.")
+        return note_figure("Adstock is fixed by the spec in this model (model.transforms: fixed): see 03_features.")
     channels = [str(c) for c in ds["decay"]["channel"].values]
     fig = Figure(figsize=(3.4 * len(channels), 2.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(channels), squeeze=False)).ravel()
@@ -160,66 +156,86 @@ def plot_adstock_weights(idata: Any, max_lag: int, interval: float = 0.9) -> Fig
     return fig
 
 
-def plot_trace(idata: Any, var_names: list[str] | tuple[str, ...] | None = None) -> Figure:
-    """Trace plot: per parameter, the density of each chain (left) and its draws in order (right).
+def _flat_labeller() -> Any:
+    """ArviZ labeller writing ``beta[act_tv]`` (the names of the summary tables) instead of ``beta\nact_tv``."""
+    from arviz_base.labels import BaseLabeller
 
-    Healthy chains overlap on the left and look like stationary, well-mixed noise on the right.
-    ``var_names`` defaults to the main parameters (``beta``, ``sigma_beta``, ``intercept``,
-    ``sigma``, ``nu``).
-    """
+    class FlatLabeller(BaseLabeller):
+        def make_label_vert(self, var_name: Any, sel: Any, isel: Any) -> str:
+            return self.make_label_flat(var_name, sel, isel)
+
+    return FlatLabeller()
+
+
+def _arviz_vars(idata: Any, var_names: list[str] | tuple[str, ...] | None) -> tuple[Any, list[tuple[str, str, str | None]]]:
+    """The posterior of the selected variables as a DataTree for arviz-plots, and their scalar names."""
+    import xarray as xr
+
     ds = _posterior_dataset(idata)
     items = _selected(ds, var_names)
-    fig = Figure(figsize=(10, 1.35 * len(items) + 0.8), layout="constrained")
-    axes = fig.subplots(len(items), 2, squeeze=False, gridspec_kw={"width_ratios": [1, 2.2]})
-    for row, (name, v, coord) in enumerate(items):
-        x = _draws(ds, v, coord)
-        lo, hi = np.nanmin(x), np.nanmax(x)
-        bins = np.linspace(lo, hi if hi > lo else lo + 1e-9, 40)
-        for c in range(x.shape[0]):
-            col = _CHAIN_COLORS[c % len(_CHAIN_COLORS)]
-            axes[row, 0].hist(x[c], bins=bins, density=True, histtype="step", color=col, lw=1.2, label=f"chain {c}")
-            axes[row, 1].plot(x[c], color=col, lw=0.5, alpha=0.8)
-        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center")
-        axes[row, 0].set_yticks([])
-        axes[row, 1].set_xlim(0, x.shape[1] - 1)
-    axes[0, 0].legend(fontsize=7, loc="upper right")
-    axes[0, 0].set_title("posterior density per chain")
-    axes[0, 1].set_title("draws per chain")
+    vars_ = list(dict.fromkeys(v for _, v, _ in items))
+    return xr.DataTree.from_dict({"posterior": ds[vars_]}), items
+
+
+def plot_trace(idata: Any, var_names: list[str] | tuple[str, ...] | None = None) -> Figure:
+    """Trace plot (arviz-plots ``plot_trace_dist``): per parameter, each chain's density (left) and draws (right).
+
+    Healthy chains overlap on the left and look like stationary, well-mixed noise on the right.
+    ``var_names`` defaults to the main parameters (``beta``, ``sigma_beta``, the learned transforms,
+    ``intercept``, ``sigma``, ``nu``; per-entity vectors are left out). One row per scalar parameter,
+    labelled as in the summary tables (``beta[act_tv]``).
+    """
+    import arviz_plots as azp
+
+    from .checks import arviz_figure
+
+    tree, items = _arviz_vars(idata, var_names)
+    pc = azp.plot_trace_dist(tree, compact=False, backend="matplotlib", labeller=_flat_labeller(),
+                             figure_kwargs={"figsize": (10, 1.35 * len(items) + 0.8)})  # fmt: skip
+    fig = arviz_figure(pc)
+    axes = np.asarray(fig.axes).reshape(len(items), 2)
+    for (name, _, _), (left, right) in zip(items, axes):
+        left.set_xlabel("")
+        left.set_ylabel(name, rotation=0, ha="right", va="center")
+        right.set_ylabel("")
+        right.set_xlabel("")
+    axes[0, 0].set_title("posterior density (one colour per chain)", fontsize=9)
+    axes[0, 1].set_title("draws per chain", fontsize=9)
     axes[-1, 0].set_xlabel("parameter value (model scale)")
     axes[-1, 1].set_xlabel("draw (after tuning)")
+    fig.set_layout_engine("constrained")
     return fig
 
 
-def plot_rank(idata: Any, var_names: list[str] | tuple[str, ...] | None = None, bins: int = 20) -> Figure:
-    """Rank plot: histogram of each chain's draws ranked over all chains.
+def plot_rank(idata: Any, var_names: list[str] | tuple[str, ...] | None = None) -> Figure:
+    """Rank plot (arviz-plots ``plot_rank``): per parameter, each chain's rank ECDF minus the uniform one.
 
-    Converged chains give flat histograms near the dashed line (the uniform expectation); a chain
-    sitting high or low means the chains explore different regions (high R-hat).
+    All draws are ranked together; when the chains agree each chain's ranks are uniform and its
+    line stays near zero. ArviZ's multi-chain test marks the stretches where a chain departs more
+    than chance allows in black and prints its p-value (``p`` below ``α`` = chains disagree).
     """
-    ds = _posterior_dataset(idata)
-    items = _selected(ds, var_names)
+    import arviz_plots as azp
+
+    from .checks import arviz_figure
+
+    tree, items = _arviz_vars(idata, var_names)
     ncols = min(4, len(items))
     nrows = int(np.ceil(len(items) / ncols))
-    fig = Figure(figsize=(2.6 * ncols + 0.4, 2.1 * nrows + 0.7), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    for ax, (name, v, coord) in zip(axes, items):
-        x = _draws(ds, v, coord)
-        ranks = np.argsort(np.argsort(x.ravel(), kind="stable"), kind="stable").reshape(x.shape)
-        edges = np.linspace(0, x.size, bins + 1)
-        top = 0.0
-        for c in range(x.shape[0]):
-            counts, _ = np.histogram(ranks[c], bins=edges)
-            top = max(top, counts.max())
-            ax.stairs(counts, np.arange(bins + 1), baseline=None, color=_CHAIN_COLORS[c % len(_CHAIN_COLORS)], lw=1.2, label=f"chain {c}")
-        ax.axhline(x.shape[1] / bins, color="0.3", ls="--", lw=0.8)
-        ax.set_ylim(0, 1.15 * top)
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes[len(items):]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize=7, loc="lower left")
-    fig.supxlabel(f"rank of draw across all chains ({bins} bins)", fontsize=9)
-    fig.supylabel("draws per bin", fontsize=9)
-    fig.suptitle("Rank plots (flat = chains agree)")
+    pc = azp.plot_rank(tree, backend="matplotlib", labeller=_flat_labeller(), col_wrap=ncols,
+                       figure_kwargs={"figsize": (2.9 * ncols + 0.4, 2.2 * nrows + 0.8)})  # fmt: skip
+    fig = arviz_figure(pc)
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    # One vertical scale for every panel (at least ±0.08, about 5 sd of a healthy 1000-draw chain), so a
+    # healthy parameter looks flat next to one whose chains disagree instead of each filling its panel.
+    peak = max((float(np.nanmax(np.abs(ln.get_ydata()))) for ax in shown for ln in ax.get_lines()
+                if np.size(ln.get_ydata())), default=0.0)  # fmt: skip
+    lim = 1.1 * max(peak, 0.08)
+    for ax in shown:
+        ax.set_ylim(-lim, lim)
+        ax.set_title(ax.get_title(), fontsize=9, pad=14)
+        ax.set_xlabel("")
+    fig.supxlabel("rank of the draw among all chains' draws (0 = lowest, 1 = highest)", fontsize=9)
+    fig.suptitle("Rank plots: one line per chain, flat near zero when the chains agree; black stretches and p below α "
+                 "flag a chain that disagrees (same vertical scale in every panel)", fontsize=10)  # fmt: skip
+    fig.set_layout_engine("constrained")
     return fig
