@@ -6,7 +6,8 @@ Usage (from the repo root, after a run, e.g. ``make run``)::
 
 RUN_DIR defaults to the newest run under ``outputs/runs`` (or ``$MMM_OUTPUTS/runs``). The run's own
 features and posterior are reused; the checks are recomputed in this process: once cold (first call:
-PyTensor compiles the likelihood's elementwise graph) and three times warm. "05 extra" is
+PyTensor compiles the likelihood's elementwise graph) and three times warm; 05's four model-check
+figures are drawn and rendered to PNG. "05 extra" is
 ``compute_diagnostics`` with the check groups minus the same call without them (convergence only).
 Prints seconds and each as a share of the run's sampling wall time. Timings on a shared machine are
 noisy: compare ratios.
@@ -14,6 +15,7 @@ noisy: compare ratios.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -71,6 +73,14 @@ def main() -> None:
 
     cold_04 = timed(checks)
     warm_04 = timed(checks, 3)
+    from mmm_lib.plots import checks as plots
+
+    def figures() -> None:  # 05's model-check figures, drawn and rendered to PNG as the report embeds them
+        for fig in (plots.plot_ppc_time(idata, meta), plots.plot_ppc_entities(idata, meta),
+                    plots.plot_ppc_density(idata, meta), plots.plot_pareto_k(idata)):  # fmt: skip
+            fig.savefig(io.BytesIO(), format="png")
+
+    figs = timed(figures, 2)
     with_checks = timed(lambda: compute_diagnostics(idata, metadata=meta), 3)
     without = timed(lambda: compute_diagnostics(bare, metadata=meta), 3)
     extra_05 = max(with_checks - without, 0.0)
@@ -81,7 +91,9 @@ def main() -> None:
         ("04 log-likelihood + predictive draws, cold", cold_04),
         ("04 log-likelihood + predictive draws, warm", warm_04),
         ("05 LOO + PPC coverage (diagnostics with checks − without)", extra_05),
-        ("added, warm (04 + 05)", warm_04 + extra_05),
+        ("added, warm (04 + 05 numbers)", warm_04 + extra_05),
+        ("05 PPC + LOO figures (4, rendered to PNG)", figs),
+        ("added, warm, numbers and figures", warm_04 + extra_05 + figs),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'step':<{width}}  {'seconds':>8}  {'× sampling':>10}")

@@ -17,6 +17,8 @@ def test_notebook_is_committed_clean_with_two_parameters(stage):
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and not c.get("execution_count") for c in code), f"{path} has outputs"
+    # nbformat 4.5 cell ids: without them every run prints a MissingIDFieldWarning
+    assert all(c.get("id") for c in nb["cells"]) and len({c["id"] for c in nb["cells"]}) == len(nb["cells"])
     assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
     params = papermill.inspect_notebook(str(path))
     assert set(params) == {"spec_path", "run_id"}

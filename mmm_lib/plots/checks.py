@@ -130,10 +130,10 @@ def plot_ppc_entities(idata: Any, metadata: Mapping[str, Any], max_entities: int
     return fig
 
 
-def plot_ppc_density(idata: Any, metadata: Mapping[str, Any], num_samples: int = 40) -> Figure:
+def plot_ppc_density(idata: Any, metadata: Mapping[str, Any], num_samples: int = 30) -> Figure:
     """Distribution of period sales: observed (black) over ``num_samples`` posterior predictive replicates (blue).
 
-    arviz-plots ``plot_ppc_dist`` on the sales scale, one panel per store/geo. A good model's black
+    arviz-plots ``plot_ppc_dist`` (kernel density) on the sales scale, one panel per store/geo. A good model's black
     line looks like one more blue line; a black line narrower, wider or shifted shows what the model
     gets wrong about the spread or level of sales.
     """
@@ -148,7 +148,7 @@ def plot_ppc_density(idata: Any, metadata: Mapping[str, Any], num_samples: int =
     dt = xr.DataTree.from_dict({"observed_data": obs.to_dataset(name="sales"),
                                 "posterior_predictive": pred.to_dataset(name="sales")})  # fmt: skip
     n = obs.sizes["entity"]
-    pc = azp.plot_ppc_dist(dt, backend="matplotlib", cols=["entity"], col_wrap=min(3, n), num_samples=num_samples,
+    pc = azp.plot_ppc_dist(dt, backend="matplotlib", kind="kde", cols=["entity"], col_wrap=min(3, n), num_samples=num_samples,
                            figure_kwargs={"figsize": (4.2 * min(3, n), 2.4 * int(np.ceil(n / 3)) + 0.8)})  # fmt: skip
     fig = arviz_figure(pc)
     for ax in fig.axes:
