@@ -645,7 +645,8 @@ def fit_metrics_table(fit_metrics: dict[str, Any]) -> pd.DataFrame:
         cols[f"held out ({ho['periods']} periods, {ho['start']} – {ho['end']})"] = {
             labels[k]: shown(k, v) for k, v in ho["brand"].items() if k in labels}  # fmt: skip
     # object dtype so the period counts print as integers next to the float metrics
-    return pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in cols.items()}).rename_axis("metric").fillna("–")
+    df = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in cols.items()})
+    return df.reindex([v for v in labels.values() if v in df.index]).rename_axis("metric").fillna("–")
 
 
 def headline(result: ContributionResult) -> dict[str, Any]:
