@@ -1,6 +1,7 @@
 """The ``mmm`` command (also ``python -m mmm_lib``): runs, datasets, outputs and sample data.
 
-Listing and output commands print JSON on stdout; progress and errors go to stderr. Exit status is
+Listing and output commands print JSON on stdout (``--format table|csv`` on ``runs list``, ``datasets list``
+and ``outputs`` for people and spreadsheets); progress, prompts and errors go to stderr. Exit status is
 0 on success, 1 when a run or command fails (the message names the stage or field), 2 on usage errors,
 3 when the diagnostics gate (``diagnostics.gate: stop``) stopped a run after failed convergence checks.
 A run that completes with failed checks (``gate: warn``) exits 0 and says PROVISIONAL with the reason.
@@ -26,6 +27,74 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+FORMATS = ("json", "table", "csv")
+_LEGACY_VIEWS = ("summary", "timeseries")  # `outputs … contributions --format timeseries` before --view existed
+
+
+def _format_arg(value: str) -> str:
+    if value not in FORMATS and value not in _LEGACY_VIEWS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(FORMATS)})")
+    return value
+
+
+def _frame(obj: Any) -> Any:
+    """The table of a JSON-able result: records as rows; for an object, its first list of records
+    (ROI channels, posterior parameters, fitted rows); else one ``field``/``value`` row per leaf."""
+    import pandas as pd
+
+    if isinstance(obj, list):
+        return pd.DataFrame([r if isinstance(r, dict) else {"value": r} for r in obj])
+    if isinstance(obj, dict):
+        for v in obj.values():
+            if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
+                return pd.json_normalize(v, sep=".")
+        flat = pd.json_normalize(obj, sep=".").iloc[0] if obj else pd.Series(dtype=object)
+        return pd.DataFrame({"field": flat.index, "value": flat.values})
+    return pd.DataFrame({"value": [obj]})
+
+
+def _emit(obj: Any, fmt: str = "json") -> None:
+    """Print a result on stdout as JSON (everything), an aligned table, or CSV."""
+    if fmt == "json":
+        _print_json(obj)
+        return
+    df = _frame(obj)
+    if fmt == "csv":
+        df.to_csv(sys.stdout, index=False)
+    else:
+        sys.stdout.write(_table(df))
+
+
+def _cell(v: Any) -> str:
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def _table(df: Any) -> str:
+    """Aligned plain-text columns: text left, numbers right; empty for missing values."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    if df.empty:
+        return ("  ".join(map(str, df.columns)) + "\n" if len(df.columns) else "") + "(none)\n"
+    cols = [str(c) for c in df.columns]
+    cells = [[_cell(v) for v in df[c].tolist()] for c in df.columns]
+    right = [is_numeric_dtype(df[c]) and not is_bool_dtype(df[c]) for c in df.columns]
+    widths = [max(len(h), *(len(x) for x in col)) for h, col in zip(cols, cells)]
+
+    def row(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    lines = [row(cols)] + [row([col[i] for col in cells]) for i in range(len(df))]
+    return "\n".join(lines) + "\n"
+
+
 EXIT_GATE_STOPPED = 3
 
 
@@ -33,7 +102,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from .runner import RunError, explain_stop, print_headline, run_pipeline
 
     try:
-        res = run_pipeline(a.spec, a.run_id, a.set, resume=a.resume, restart=a.restart, log=_err)
+        res = run_pipeline(a.spec, a.run_id, a.set, resume=a.resume, restart=a.restart, log=_err,
+                           mlflow=a.mlflow)
     except RunError as e:
         _err(f"error: {e}")
         return 1
@@ -62,7 +132,7 @@ def _cmd_datasets(a: argparse.Namespace) -> int:
             _err(f"warning: dataset {a.id!r} has validation errors; `mmm datasets show {a.id}` lists them")
         _print_json(meta)
     elif a.action == "list":
-        _print_json(ds.list_datasets())
+        _emit(ds.list_datasets(), a.format)
     elif a.action == "show":
         _print_json(ds.show_dataset(a.id))
     elif a.action == "raw":
@@ -78,20 +148,58 @@ def _cmd_runs(a: argparse.Namespace) -> int:
     from . import runs
 
     if a.action == "list":
-        _print_json(runs.list_runs())
+        _emit(runs.list_runs(), a.format)
     elif a.action == "status":
         _print_json(runs.run_status(a.id))
     elif a.action == "spec":
         _print_json(runs.run_spec(a.id))
     elif a.action == "rm":
+        if not a.yes:
+            ok = _confirm_rm(a.id)
+            if ok is not True:
+                return ok
         _print_json(runs.remove_run(a.id))
     return 0
+
+
+def _confirm_rm(run_id: str) -> bool | int:
+    """Ask on the terminal before deleting a run; ``True`` to go on, else the exit status."""
+    from .runs import run_folder
+
+    d = run_folder(run_id)  # unknown or malformed id: the usual error before any question
+    if not sys.stdin.isatty():
+        _err(f"error: `mmm runs rm {run_id}` deletes {d} and needs confirmation, but stdin is not a terminal; "
+             "pass --yes to delete without asking")
+        return 2
+    files = [p for p in d.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files) / 1e6
+    sys.stderr.write(f"delete run {run_id!r} ({d}, {len(files)} files, {size:.1f} MB)? [y/N] ")
+    sys.stderr.flush()
+    try:
+        answer = input().strip().lower()
+    except EOFError:
+        answer = ""
+    if answer not in ("y", "yes"):
+        _err(f"not deleted: run {run_id!r} kept")
+        return 1
+    return True
 
 
 def _cmd_outputs(a: argparse.Namespace) -> int:
     from .runs import get_output
 
-    _print_json(get_output(a.run_id, a.kind, a.format))
+    fmt, view = a.format, a.view
+    if fmt in _LEGACY_VIEWS:  # the old spelling of --view
+        if a.kind != "contributions" or view is not None:
+            _err(f"error: --format {fmt} is not an output format (choose from {', '.join(FORMATS)}); "
+                 "`--view summary|timeseries` picks the contributions table")
+            return 2
+        _err(f"note: --format {fmt} is now `--view {fmt}`")
+        fmt, view = "json", fmt
+    if view is not None and a.kind != "contributions":
+        _err(f"error: --view applies to contributions only, not to {a.kind!r}")
+        return 2
+    _emit(get_output(a.run_id, a.kind, view or "summary"), fmt)
     return 0
 
 
@@ -124,13 +232,42 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmm-notebooks")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        return "unknown (not installed; pip install -e .)"
+
+
+_EPILOG = """examples:
+  mmm sample --out my.csv --truth my_truth.json   make data with known ROI
+  mmm run params/example.yaml                     run the six stages, print ROI and the report path
+  mmm runs list --format table                    what has run, newest first
+  mmm outputs RUN_ID roi --format table           ROI per channel of a run
+
+exit status: 0 ok, 1 a run or command failed (the message names the stage or field),
+2 usage error, 3 a run stopped by the diagnostics gate (diagnostics.gate: stop).
+`mmm COMMAND --help` describes each command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .runs import OUTPUT_KINDS
 
-    p = argparse.ArgumentParser(prog="mmm", description="Bayesian MMM notebook suite")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="mmm", description="Bayesian MMM notebook suite: validate, fit and report "
+                                "marketing mix models from a YAML run spec.", epilog=_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run the six stage notebooks on a spec")
+    def fmt_option(parser: argparse.ArgumentParser, what: str) -> None:
+        parser.add_argument("--format", default="json", type=_format_arg, metavar="{json,table,csv}",
+                            help=f"json (default: {what}), table (aligned columns for reading) or csv")
+
+    r = sub.add_parser("run", help="run the six stage notebooks on a spec",
+                       description="Run the six stage notebooks on a spec; stage progress on stderr, a JSON "
+                       "result (run_id, status, report path, stage times) on stdout.")
     r.add_argument("spec", help="run spec YAML, e.g. params/example.yaml")
     r.add_argument("--run-id", help="folder name under outputs/runs (default <spec>_<timestamp>)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -138,48 +275,84 @@ def build_parser() -> argparse.ArgumentParser:
     g = r.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an existing failed run from its failed stage")
     g.add_argument("--restart", action="store_true", help="delete an existing run with this id and run it again")
+    r.add_argument("--mlflow", action="store_true", default=None,
+                   help='log the finished run to MLflow (on by default when MLFLOW_TRACKING_URI is set; '
+                   'needs pip install ".[mlflow]")')
     r.set_defaults(func=_cmd_run)
 
-    d = sub.add_parser("datasets", help="add, list, show or remove datasets")
-    dsub = d.add_subparsers(dest="action", required=True)
-    x = dsub.add_parser("add", help="store and validate a CSV/Parquet file")
-    x.add_argument("path")
-    x.add_argument("--id", required=True)
+    d = sub.add_parser("datasets", help="add, list, show or remove datasets",
+                       description="Datasets stored under outputs/datasets/ID: the file byte for byte, a parquet "
+                       "copy and its validation; a spec refers to one with `dataset_id: ID`.")
+    dsub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
+    x = dsub.add_parser("add", help="store and validate a CSV/Parquet file", description="Store a CSV/Parquet file "
+                        "as a dataset (kept byte for byte with its SHA-256) and validate it; prints its metadata.")
+    x.add_argument("path", help="the CSV or Parquet file")
+    x.add_argument("--id", required=True, help="dataset id: letters, digits, '.', '_' or '-', e.g. brand_q3")
     x.add_argument("--force", action="store_true", help="replace an existing dataset with this id")
     x.add_argument("--spec", help="run spec whose `columns` mapping describes the file (Meridian/Robyn exports)")
-    dsub.add_parser("list")
-    for name in ("show", "columns"):
-        dsub.add_parser(name).add_argument("id")
-    x = dsub.add_parser("raw")
-    x.add_argument("id")
-    x.add_argument("--limit", type=int, default=None)
-    x = dsub.add_parser("rm")
-    x.add_argument("id")
+    x = dsub.add_parser("list", help="list datasets (id, file, rows, added, valid)",
+                        description="List the stored datasets.")
+    fmt_option(x, "a list of objects")
+    for name, text in (("show", "metadata and validation summary of a dataset"),
+                       ("columns", "each column's role (id, target, driver, spend, control, other) and dtype")):
+        dsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + " (JSON).").add_argument(
+            "id", help="dataset id (`mmm datasets list`)")
+    x = dsub.add_parser("raw", help="the stored rows as JSON records", description="The dataset's rows as JSON records.")
+    x.add_argument("id", help="dataset id (`mmm datasets list`)")
+    x.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N rows")
+    x = dsub.add_parser("rm", help="delete a dataset (refused while runs use it)",
+                        description="Delete a dataset; refused while runs use it unless --force.")
+    x.add_argument("id", help="dataset id (`mmm datasets list`)")
     x.add_argument("--force", action="store_true", help="delete even if runs use it")
     d.set_defaults(func=_cmd_datasets)
 
-    rr = sub.add_parser("runs", help="list runs, show status or spec, remove")
-    rsub = rr.add_subparsers(dest="action", required=True)
-    rsub.add_parser("list")
-    for name in ("status", "spec", "rm"):
-        rsub.add_parser(name).add_argument("id")
+    rr = sub.add_parser("runs", help="list runs, show status or spec, remove",
+                        description="Runs under outputs/runs: made by `mmm run`, or by the notebooks run by hand "
+                        "in JupyterLab (listed with status 'interactive').")
+    rsub = rr.add_subparsers(dest="action", required=True, metavar="ACTION")
+    x = rsub.add_parser("list", help="list runs, newest first",
+                        description="List runs newest first: id, status, stage, times and source (mmm run or notebook).")
+    fmt_option(x, "a list of objects")
+    for name, text in (("status", "the run's status.json: state and timing of each stage, the error of a failed one"),
+                       ("spec", "the run spec the run used (run_spec.json, defaults filled in)")):
+        rsub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".").add_argument(
+            "id", help="run id (`mmm runs list`)")
+    x = rsub.add_parser("rm", help="delete a run folder (asks first)",
+                        description="Delete a run folder and everything in it. Asks for confirmation on a terminal; "
+                        "non-interactive use (scripts, CI) must pass --yes.")
+    x.add_argument("id", help="run id (`mmm runs list`)")
+    x.add_argument("--yes", "-y", action="store_true", help="delete without asking")
     rr.set_defaults(func=_cmd_runs)
 
-    o = sub.add_parser("outputs", help="print one output of a run as JSON")
-    o.add_argument("run_id")
-    o.add_argument("kind", choices=sorted(OUTPUT_KINDS))
-    o.add_argument("--format", default="summary", choices=["summary", "timeseries"], help="for contributions")
+    kinds = sorted(OUTPUT_KINDS)
+    o = sub.add_parser("outputs", help="print one output of a run (JSON, table or CSV)",
+                       description="Print one output of a run. KIND is one of: " + ", ".join(kinds) + ". "
+                       "table and csv show its main table (ROI channels, posterior parameters, fitted rows, "
+                       "or field/value pairs); JSON has everything.")
+    o.add_argument("run_id", help="run id (`mmm runs list`)")
+    o.add_argument("kind", choices=kinds, metavar="KIND", help="which output: " + ", ".join(kinds))
+    fmt_option(o, "the whole artifact")
+    o.add_argument("--view", choices=list(_LEGACY_VIEWS), default=None,
+                   help="contributions only: summary (per channel totals, default) or timeseries (per period rows)")
     o.set_defaults(func=_cmd_outputs)
 
-    s = sub.add_parser("sample", help="generate sample data with known true parameters and ROI")
-    s.add_argument("--out", default="mmm_sample.csv")
-    s.add_argument("--truth", default="mmm_sample_truth.json")
-    s.add_argument("--entities", type=int, default=5)
-    s.add_argument("--periods", type=int, default=156)
-    s.add_argument("--seed", type=int, default=7)
+    s = sub.add_parser("sample", help="generate sample data with known true parameters and ROI",
+                       description="Write a sample CSV in the expected format and a JSON file with the true "
+                       "parameters and ROI it was simulated from (to check that a fit recovers them).")
+    s.add_argument("--out", default="mmm_sample.csv", metavar="F.csv", help="data file to write (default %(default)s)")
+    s.add_argument("--truth", default="mmm_sample_truth.json", metavar="F.json",
+                   help="true parameters and ROI (default %(default)s)")
+    s.add_argument("--entities", type=int, default=5, metavar="N", help="stores/geos (default %(default)s)")
+    s.add_argument("--periods", type=int, default=156, metavar="N", help="weeks per entity (default %(default)s)")
+    s.add_argument("--random-seed", dest="seed", type=int, default=7, metavar="N",
+                   help="random number generator setting; same value, same data (default %(default)s)")
+    s.add_argument("--seed", dest="seed", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     s.set_defaults(func=_cmd_sample)
 
-    c = sub.add_parser("compare", help="rank runs of the same data by ELPD-LOO and holdout error; ROI side by side")
+    c = sub.add_parser("compare", help="rank runs of the same data by ELPD-LOO and holdout error; ROI side by side",
+                       description="Rank finished runs of the same data by ELPD-LOO and holdout error, ROI side by "
+                       "side; writes outputs/compare/NAME/index.html and compare.json. Exit 2 when the runs are "
+                       "not comparable (the message says what differs).")
     c.add_argument("runs", nargs="+", metavar="RUN_ID", help="two or more run ids (same data, window and holdout)")
     c.add_argument("--name", help="folder under outputs/compare (default RUN_A_vs_RUN_B)")
     c.set_defaults(func=_cmd_compare)

@@ -64,28 +64,163 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-class _ProgressPrinter:
-    """One line each time sampling passes another 10 %, at most every ``min_interval`` seconds."""
+def _fmt_s(seconds: float) -> str:
+    """``7 s``, ``1 min 05 s``, ``1 h 02 min``: durations as a person reads them in a log."""
+    s = int(round(max(0.0, float(seconds))))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
-    def __init__(self, sampler: str, chains: int, tune: int, draws: int, enabled: bool, min_interval: float = 2.0):
+
+class _ProgressPrinter:
+    """Plain-text sampling progress with elapsed time and ETA, one line per line (no ``\\r``).
+
+    A line each time sampling passes another 10 % (at most every ``min_interval`` seconds) and at
+    least every ``max_interval`` seconds while draws advance, e.g.
+    ``sampling (nutpie):  40% [tuning] 1,600/4,000 draws · elapsed 12 s · ETA 18 s``. Elapsed time
+    counts from the first progress report (so a compile before it is not in the rate); the ETA is
+    the remaining draws at the average rate so far. ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, sampler: str, chains: int, tune: int, draws: int, enabled: bool, min_interval: float = 2.0,
+                 max_interval: float = 30.0, clock: Any = time.perf_counter):
         self.sampler, self.chains, self.tune, self.draws = sampler, chains, tune, draws
         self.total = chains * (tune + draws)
         self.enabled = enabled
-        self.min_interval = min_interval
-        self.t0 = time.perf_counter()
+        self.min_interval, self.max_interval = min_interval, max_interval
+        self.clock = clock
+        self.t0: float | None = None
+        self._done0 = 0
         self._last_t = -np.inf
         self._last_step = 0
+        self._last_done = 0
+
+    def start(self, done: int = 0) -> None:
+        """Start the clock (sampling begins now, ``done`` draws already counted)."""
+        self.t0, self._done0 = self.clock(), int(done)
+        self._last_t = self.t0
+
+    def eta(self, done: int, now: float) -> float | None:
+        """Seconds left at the average rate since :meth:`start`; ``None`` before any draw is timed."""
+        if done >= self.total:
+            return 0.0
+        if self.t0 is None or done <= self._done0 or now <= self.t0:
+            return None
+        rate = (done - self._done0) / (now - self.t0)
+        return max(0.0, (self.total - done) / rate)
+
+    def line(self, done: int, divergences: int | None, now: float) -> str:
+        done = min(int(done), self.total)
+        phase = "tuning" if done < self.chains * self.tune else "drawing"
+        div = "" if divergences is None else f", {divergences} divergences"
+        elapsed = 0.0 if self.t0 is None else now - self.t0
+        eta = self.eta(done, now)
+        eta_txt = "ETA …" if eta is None else f"ETA {_fmt_s(eta)}"
+        pct = int(100 * done / self.total)
+        return (f"sampling ({self.sampler}): {pct:3d}% [{phase}{div}] {done:,}/{self.total:,} draws"
+                f" · elapsed {_fmt_s(elapsed)} · {eta_txt}")
 
     def update(self, done: int, divergences: int | None = None) -> None:
         if not self.enabled or self.total <= 0:
             return
+        now = self.clock()
+        if self.t0 is None:  # the first draw (PyMC: after compiling in pm.sample) starts the clock
+            self.start(done)
+            now = self.t0
         step = min(10, int(10 * done / self.total))
-        now = time.perf_counter()
-        if step > self._last_step and (now - self._last_t >= self.min_interval or step == 10):
-            self._last_step, self._last_t = step, now
-            phase = "tuning" if done < self.chains * self.tune else "drawing"
-            div = "" if divergences is None else f", {divergences} divergences"
-            _say(f"sampling ({self.sampler}): {10 * step:3d}% [{phase}{div}] elapsed {now - self.t0:.1f} s")
+        passed_step = step > self._last_step and (now - self._last_t >= self.min_interval or step == 10)
+        heartbeat = done > self._last_done and now - self._last_t >= self.max_interval and step < 10
+        if passed_step or heartbeat:
+            self._last_step, self._last_t, self._last_done = max(step, self._last_step), now, done
+            _say(self.line(done, divergences, now))
+
+
+def _compile_cache_state() -> str:
+    """``"warm"`` when the numba compile cache already holds compiled code, else ``"cold"``."""
+    from pathlib import Path
+
+    try:
+        import pytensor
+
+        folder = Path(pytensor.config.base_compiledir) / "numba"
+        return "warm" if folder.is_dir() and any(folder.glob("*.nbi")) else "cold"
+    except Exception:  # pragma: no cover - a cache we cannot read is treated as empty
+        return "cold"
+
+
+# Typical compile times (README "Performance", the 2-core development machine): a cold cache
+# compiles everything; a warm one reuses cached kernels (a new model structure still compiles parts).
+COMPILE_TYPICAL = {"nutpie": ("~60 s", "~10–15 s"), "pymc": ("~60 s", "~2–5 s")}
+
+
+_ACTIVE_TICKERS: set[Any] = set()
+
+
+def _stop_tickers_before_fork() -> None:
+    # PyMC forks one process per chain once compiling is done: end the ticker first, so no thread
+    # (which might hold stdout's lock) is copied into the chains' processes.
+    for ticker in list(_ACTIVE_TICKERS):
+        ticker.stop()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_stop_tickers_before_fork)
+
+
+class _CompileTicker:
+    """While a compile runs (no progress callback exists), a line every ``interval`` seconds.
+
+    ``compiling model for nutpie (numba) … elapsed 20 s (usually ~60 s cold, ~10–15 s warm; the compile
+    cache has entries)``.
+    Use as a context manager, or call :meth:`stop` early (e.g. when the first draw arrives).
+    """
+
+    def __init__(self, what: str, sampler: str, enabled: bool, interval: float = 10.0,
+                 clock: Any = time.perf_counter, cache_state: str | None = None):
+        self.what, self.enabled, self.interval, self.clock = what, enabled, interval, clock
+        self.cache_state = cache_state if cache_state is not None else (_compile_cache_state() if enabled else "cold")
+        self.typical = COMPILE_TYPICAL.get(sampler)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.t0 = clock()
+
+    def hint(self) -> str:
+        if self.typical is None:
+            return ""
+        cold, warm = self.typical
+        cache = "has entries" if self.cache_state == "warm" else "is empty"
+        return f" (usually {cold} cold, {warm} warm; the compile cache {cache})"
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.t0
+        if self.typical is not None and elapsed > 90:  # 1.5 × the usual cold compile
+            return (f"{self.what} … elapsed {_fmt_s(elapsed)} (longer than the usual {self.typical[0]} cold: "
+                    "a busy machine or a larger model; it is still working)")
+        return f"{self.what} … elapsed {_fmt_s(elapsed)}{self.hint()}"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            _say(self.line(self.clock()))
+
+    def __enter__(self) -> _CompileTicker:
+        self.t0 = self.clock()
+        if self.enabled:
+            _say(f"{self.what}{self.hint()}…")
+            self._thread = threading.Thread(target=self._run, name="mmm-compile-ticker", daemon=True)
+            _ACTIVE_TICKERS.add(self)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        _ACTIVE_TICKERS.discard(self)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
 
 
 def _nutpie_finished(sampler: Any) -> bool:
@@ -102,9 +237,8 @@ def _nutpie_sample(model: Any, spec: Any, cores: int, progress: bool) -> tuple[A
     from pymc.backends.arviz import patch_nutpie_idata
 
     t0 = time.perf_counter()
-    if progress:
-        _say("compiling model for nutpie (numba; about 1 min with an empty compile cache, ~10 s warm)…")
-    compiled = nutpie.compile_pymc_model(model, backend="numba")
+    with _CompileTicker("compiling model for nutpie (numba)", "nutpie", progress):
+        compiled = nutpie.compile_pymc_model(model, backend="numba")
     compile_s = time.perf_counter() - t0
     if progress:
         _say(f"compiled in {compile_s:.1f} s")
@@ -118,6 +252,7 @@ def _nutpie_sample(model: Any, spec: Any, cores: int, progress: bool) -> tuple[A
             latest["div"] = sum(int(cp.divergences) for cp in chain_progress)
 
     printer = _ProgressPrinter("nutpie", spec.chains, spec.tune, spec.draws, progress)
+    printer.start()
     t1 = time.perf_counter()
     sampler = nutpie.sample(
         compiled,
@@ -154,8 +289,15 @@ def _pymc_sample(model: Any, spec: Any, cores: int, progress: bool, sampler: str
 
     printer = _ProgressPrinter(sampler, spec.chains, spec.tune, spec.draws, progress)
     counts = {"done": 0, "div": 0}
+    if sampler == "pymc":
+        ticker = _CompileTicker("compiling model and initialising NUTS (pymc)", "pymc", progress)
+    else:
+        ticker = _CompileTicker(f"compiling and sampling with {sampler} (no progress reports from this sampler)",
+                                sampler, progress)
 
     def callback(trace: Any, draw: Any) -> None:  # runs in this process, once per draw and chain
+        if counts["done"] == 0:
+            ticker.stop()  # the first draw: compiling and NUTS initialisation are over
         counts["done"] += 1
         stats = draw.stats[0] if isinstance(draw.stats, list) and draw.stats else {}
         if not draw.tuning and bool(stats.get("diverging", False)):
@@ -165,12 +307,8 @@ def _pymc_sample(model: Any, spec: Any, cores: int, progress: bool, sampler: str
     kwargs: dict[str, Any] = {}
     if sampler == "pymc":
         kwargs["callback"] = callback
-        if progress:
-            _say("compiling model and initialising NUTS (pymc; about 1 min with an empty compile cache, a few seconds warm)…")
-    elif progress:
-        _say(f"compiling and sampling with {sampler} (no progress reports from this sampler)…")
     t0 = time.perf_counter()
-    with model:
+    with ticker, model:
         idata = pm.sample(
             draws=spec.draws,
             tune=spec.tune,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from .storage import ArtifactMissing, outputs_root, read_json, read_records, run_dir
@@ -21,22 +23,59 @@ OUTPUT_KINDS = {
 }
 
 
-def _existing(run_id: str):
+def _existing(run_id: str) -> Path:
     d = run_dir(run_id)
     if not d.is_dir():
         raise FileNotFoundError(f"run {run_id!r} not found; `mmm runs list` shows what exists")
     return d
 
 
+def run_folder(run_id: str) -> Path:
+    """The folder of an existing run (``FileNotFoundError`` naming ``mmm runs list`` when there is none)."""
+    return _existing(run_id)
+
+
+def _mtime_iso(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+
+
+def _notebook_run_row(d: Path) -> dict[str, Any]:
+    """A run folder made by the notebooks opened by hand (``open_run(..., create=True)``): no status.json,
+    so the stage reached is read from the artifacts present and the times from the files."""
+    from .artifacts import PRODUCED_BY
+    from .status import STAGES
+
+    files = [p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")]
+    # run_spec.json is written by whichever notebook opens the run first: it says nothing about progress.
+    reached = [PRODUCED_BY[p.name] for p in files if p.name in PRODUCED_BY and p.name != "run_spec.json"]
+    stage = max(reached, key=STAGES.index) if reached else None
+    return {"run_id": d.name, "status": "interactive", "stage": stage,
+            "created_at": _mtime_iso(d / "run_spec.json"),
+            "updated_at": _mtime_iso(max(files, key=lambda p: p.stat().st_mtime)), "source": "notebook"}
+
+
+def _sort_key(row: dict[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(str(row.get("created_at"))).timestamp()
+    except ValueError:
+        return float("-inf")  # no readable time: listed last
+
+
 def list_runs() -> list[dict[str, Any]]:
+    """Every run folder, newest first: runs made by ``mmm run`` (``source: "mmm run"``, from status.json)
+    and folders the notebooks wrote when run by hand in JupyterLab (``source: "notebook"``,
+    ``status: "interactive"``, ``stage``: the last stage whose artifacts are there)."""
     root = outputs_root() / "runs"
     out = []
     if root.is_dir():
-        for d in sorted(root.iterdir()):
+        for d in root.iterdir():
             if (d / "status.json").is_file():
                 s = read_json(d / "status.json")
-                out.append({k: s.get(k) for k in ("run_id", "status", "stage", "created_at", "updated_at")})
-    return out
+                row = {k: s.get(k) for k in ("run_id", "status", "stage", "created_at", "updated_at")}
+                out.append({**row, "run_id": row["run_id"] or d.name, "source": "mmm run"})
+            elif (d / "run_spec.json").is_file():
+                out.append(_notebook_run_row(d))
+    return sorted(out, key=lambda r: (_sort_key(r), r["run_id"]), reverse=True)
 
 
 def run_status(run_id: str) -> dict[str, Any]:

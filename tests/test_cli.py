@@ -79,7 +79,7 @@ def test_runs_and_outputs_read_artifacts(capsys, outputs_root):
     assert _json(capsys) == {"interval": 0.9, "channels": []}
     assert main(["outputs", "r9", "diagnostics"]) == 1
     assert "no diagnostics output yet" in capsys.readouterr().err
-    assert main(["runs", "rm", "r9"]) == 0
+    assert main(["runs", "rm", "r9", "--yes"]) == 0
     assert not run.exists()
 
 
@@ -124,3 +124,102 @@ def test_datasets_add_with_a_spec_validates_a_foreign_format(tmp_path, capsys):
     roles = {c["name"]: c["role"] for c in _json(capsys)["columns"]}
     assert roles["geo"] == roles["time"] == "id" and roles["Channel0_impression"] == "driver"
     assert roles["Channel0_spend"] == "spend" and roles["conversions"] == "target" and roles["population"] == "other"
+
+
+def test_version_comes_from_package_metadata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"mmm {version('mmm-notebooks')}"
+
+
+def test_every_subcommand_and_option_has_help():
+    import argparse
+
+    from mmm_lib.cli import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {c.dest: c.help for c in action._choices_actions}
+                for name, child in action.choices.items():
+                    assert helps.get(name), f"`mmm {' '.join(path + [name])}` has no help"
+                    yield from walk(child, path + [name])
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) and action.help != argparse.SUPPRESS:
+                assert action.help, f"`mmm {' '.join(path)}` {action.dest} has no help"
+                yield action
+
+    assert len(list(walk(build_parser(), []))) > 20
+
+
+def _fake_run(root, run_id, created, **status):
+    write_json(root / "runs" / run_id / "status.json",
+               {"run_id": run_id, "status": "completed", "stage": None, "created_at": created, "updated_at": created, **status})
+
+
+def test_runs_list_is_newest_first_and_includes_notebook_runs(capsys, outputs_root):
+    import os
+
+    _fake_run(outputs_root, "old", "2026-01-01T10:00:00+00:00")
+    _fake_run(outputs_root, "new", "2026-03-01T10:00:00+00:00", status="failed", stage="04_fit")
+    nb = outputs_root / "runs" / "interactive"  # what the notebooks write when run by hand (open_run)
+    write_json(nb / "run_spec.json", {"data_path": "x.csv"})
+    write_json(nb / "feature_metadata.json", {})
+    for p in nb.iterdir():
+        os.utime(p, (1_770_000_000, 1_770_000_000))  # 2026-02-02
+    assert main(["runs", "list"]) == 0
+    rows = _json(capsys)
+    assert [r["run_id"] for r in rows] == ["new", "interactive", "old"]
+    assert rows[1]["status"] == "interactive" and rows[1]["stage"] == "03_features" and rows[1]["source"] == "notebook"
+    assert rows[0]["source"] == "mmm run"
+
+    assert main(["runs", "list", "--format", "table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run_id", "status", "stage", "created_at", "updated_at", "source"]
+    assert lines[1].split()[:3] == ["new", "failed", "04_fit"] and "None" not in "\n".join(lines)
+    assert main(["runs", "list", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("interactive,interactive,03_features,")
+
+
+def test_formats_on_datasets_list_and_outputs(capsys, outputs_root):
+    assert main(["datasets", "list", "--format", "table"]) == 0
+    assert capsys.readouterr().out == "(none)\n"
+    run = outputs_root / "runs" / "r1"
+    _fake_run(outputs_root, "r1", "2026-01-01T10:00:00+00:00")
+    write_json(run / "roi_metrics.json", {"interval": 0.9, "channels": [
+        {"channel": "act_tv", "roi": 1.5, "roi_low": 0.5}, {"channel": "act_radio", "roi": 0.25, "roi_low": None}]})
+    assert main(["outputs", "r1", "roi", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["channel,roi,roi_low", "act_tv,1.5,0.5", "act_radio,0.25,"]
+    assert main(["outputs", "r1", "roi", "--format", "table"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["act_tv", "1.5", "0.5"]
+    # a format that is not one, or a contributions view on another output, is a usage error (exit 2)
+    with pytest.raises(SystemExit) as e:
+        main(["outputs", "r1", "roi", "--format", "xml"])
+    assert e.value.code == 2 and "choose from json, table, csv" in capsys.readouterr().err
+    assert main(["outputs", "r1", "roi", "--format", "timeseries"]) == 2
+    assert "choose from json, table, csv" in capsys.readouterr().err
+    assert main(["outputs", "r1", "roi", "--view", "timeseries"]) == 2
+    assert "contributions only" in capsys.readouterr().err
+
+
+def test_runs_rm_asks_and_refuses_without_a_terminal(capsys, outputs_root, monkeypatch):
+    import io
+
+    _fake_run(outputs_root, "r2", "2026-01-01T10:00:00+00:00")
+    run = outputs_root / "runs" / "r2"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal
+    assert main(["runs", "rm", "r2"]) == 2
+    assert "pass --yes" in capsys.readouterr().err and run.is_dir()
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Tty("n\n"))
+    assert main(["runs", "rm", "r2"]) == 1
+    assert "kept" in capsys.readouterr().err and run.is_dir()
+    monkeypatch.setattr("sys.stdin", Tty("y\n"))
+    assert main(["runs", "rm", "r2"]) == 0
+    assert "delete run 'r2'" in capsys.readouterr().err and not run.exists()
+    assert main(["runs", "rm", "r2", "--yes"]) == 1  # gone: the usual not-found error

@@ -457,6 +457,7 @@ def test_fit_stage_writes_artifacts_and_is_reproducible(outputs_root, tmp_path, 
     out = capsys.readouterr().out
     sampler = run.spec.sampler
     assert "compiling" in out and "done: 2 chains × 100 draws" in out and f"sampling ({sampler})" in out
+    assert "ETA" in out and "\r" not in out  # plain lines with a time estimate (tqdm-style, no carriage returns)
 
     stored = run.read_posterior()
     assert {"posterior", "sample_stats", "observed_data", "constant_data", "prior", "prior_predictive"} <= set(stored.children)
@@ -499,9 +500,84 @@ def test_pymc_sampler_path_reports_progress_and_tree_depth_stat(capsys):
     idata = mp.fit(model, spec)
     out = capsys.readouterr().out
     assert "sampling (pymc): 100%" in out and "done: 2 chains × 100 draws" in out
+    assert "400/400 draws · elapsed" in out and "ETA" in out and "compiling model and initialising NUTS (pymc)" in out
     assert idata["posterior"].attrs["mmm_sampler"] == "pymc"
     assert "reached_max_treedepth" in idata["sample_stats"]
     diag = compute_diagnostics(idata)
     codes = {f["code"] for f in diag["findings"]}
     assert not any(c.endswith("_UNAVAILABLE") for c in codes)
     assert diag["metrics"]["pct_max_treedepth"] is not None
+
+
+# --------------------------------------------------------------------------- progress lines (fake clock)
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_progress_printer_shows_draws_elapsed_and_eta(capsys):
+    clock = _FakeClock()
+    pr = mp._ProgressPrinter("nutpie", chains=2, tune=1000, draws=1000, enabled=True, clock=clock)
+    pr.start()
+    clock.t += 12.0
+    pr.update(1600, 0)
+    line = capsys.readouterr().out.strip()
+    # 1,600 of 4,000 in 12 s -> 2,400 left at 133/s = 18 s
+    assert line == "sampling (nutpie):  40% [tuning, 0 divergences] 1,600/4,000 draws · elapsed 12 s · ETA 18 s"
+    assert "\r" not in line
+
+    clock.t += 1.0  # under min_interval: no line even at a new 10 % step
+    pr.update(2200, 1)
+    assert capsys.readouterr().out == ""
+    clock.t += 5.0
+    pr.update(4000, 1)
+    assert capsys.readouterr().out.strip().endswith("[drawing, 1 divergences] 4,000/4,000 draws · elapsed 18 s · ETA 0 s")
+
+
+def test_progress_printer_heartbeat_and_clock_from_first_draw(capsys):
+    clock = _FakeClock()
+    pr = mp._ProgressPrinter("pymc", chains=1, tune=5000, draws=5000, enabled=True, clock=clock, max_interval=30)
+    clock.t += 60.0  # compiling: not counted in elapsed or the rate
+    pr.update(1)
+    assert capsys.readouterr().out == ""
+    clock.t += 31.0
+    pr.update(501)  # 5 %: no new 10 % step, but 30 s without a line
+    out = capsys.readouterr().out
+    assert "5% [tuning] 501/10,000 draws · elapsed 31 s · ETA 9 min 49 s" in out
+    pr.update(502)
+    assert capsys.readouterr().out == ""
+    assert mp._fmt_s(3725) == "1 h 02 min" and mp._fmt_s(-3) == "0 s"
+
+
+def test_progress_printer_disabled_is_silent(capsys):
+    pr = mp._ProgressPrinter("nutpie", 2, 10, 10, enabled=False)
+    pr.update(40)
+    assert capsys.readouterr().out == ""
+
+
+def test_compile_ticker_prints_elapsed_with_honest_hint(capsys):
+    import time
+
+    clock = _FakeClock()
+    ticker = mp._CompileTicker("compiling model for nutpie (numba)", "nutpie", True, interval=0.01, clock=clock,
+                               cache_state="cold")
+    assert ticker.line(clock.t + 20) == ("compiling model for nutpie (numba) … elapsed 20 s "
+                                         "(usually ~60 s cold, ~10–15 s warm; the compile cache is empty)")
+    with ticker:
+        clock.t += 10.0
+        deadline = time.monotonic() + 5
+        while "elapsed 10 s" not in capsys.readouterr().out and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert not ticker._thread.is_alive()
+    capsys.readouterr()  # lines printed before the compile ended
+    time.sleep(0.05)
+    assert capsys.readouterr().out == ""  # nothing after the compile ended
+    assert "longer than the usual ~60 s cold" in ticker.line(ticker.t0 + 120)
+    warm = mp._CompileTicker("compiling and sampling with numpyro", "numpyro", True, cache_state="warm")
+    assert warm.hint() == ""  # no typical times known: elapsed only
+    assert "the compile cache has entries" in mp._CompileTicker("x", "pymc", True, cache_state="warm").hint()
