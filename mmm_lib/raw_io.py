@@ -51,6 +51,8 @@ def _decode(raw: bytes) -> tuple[str, str]:
                 "the file contains NUL bytes but is not UTF-16 text: it looks binary; export the data as CSV (UTF-8)"
             ) from None
     # utf-8-sig also reads plain UTF-8; cp1252 before latin-1 so Excel's dashes and quotes survive.
+    # Not charset-normalizer: on a CSV (digits, few accented names) it guesses cp852/cp1250 for German or
+    # French text and garbles it; UTF-8 validates itself and cp1252 is what Excel writes otherwise.
     for enc in ("utf-8-sig", "cp1252"):
         try:
             return raw.decode(enc), enc

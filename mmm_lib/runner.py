@@ -9,6 +9,7 @@ kernel state crosses stages. Before 06_contribute the diagnostics gate (:mod:`mm
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -18,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from . import report, status as status_mod
+from filelock import FileLock, Timeout
+
+from . import report, status as status_mod, tracking
 from .gate import GateVerdict, read_verdict, report_top_banner
 from .runtime import configure_environment
 from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
@@ -93,50 +96,93 @@ class _StageStdout(io.TextIOBase):
 
 
 class _Lock:
-    """One writer per run folder: a second ``mmm run`` with the same id is refused, not interleaved."""
+    """One writer per run folder: a second ``mmm run`` with the same id is refused, not interleaved.
+
+    An OS lock (``filelock``, flock on Unix): the kernel drops it when the holder dies, so a killed run never
+    blocks the next one (a pid file could: the pid may since belong to another process). The file holds the
+    holder's pid for the message, and exists only while a run holds it (``mmm runs rm`` reads that).
+    """
 
     def __init__(self, folder: Path):
         self.path = folder / ".lock"
+        self._lock = FileLock(self.path, timeout=0, on_acquired=_write_pid)
 
     def __enter__(self) -> "_Lock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self._stale():
-                    self.path.unlink(missing_ok=True)
-                    continue
-                raise RunError(
-                    f"run {self.path.parent.name!r} is already running (lock {self.path}, pid "
-                    f"{self.path.read_text().strip() or '?'}); wait for it or use another --run-id"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-        raise RunError(f"could not lock {self.path}")
-
-    def _stale(self) -> bool:
         try:
-            pid = int(self.path.read_text().strip())
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
-            return True
-        except PermissionError:
-            return False
-        return False
+            self._lock.acquire()
+        except Timeout:
+            try:
+                pid = self.path.read_text().strip() or "?"
+            except OSError:
+                pid = "?"
+            raise RunError(
+                f"run {self.path.parent.name!r} is already running (lock {self.path}, pid {pid}); "
+                f"wait for it or use another --run-id"
+            ) from None
+        return self
 
     def __exit__(self, *exc) -> None:
+        # Unlink while still holding it: a process that opened the file meanwhile finds it unlinked, not free.
         self.path.unlink(missing_ok=True)
+        self._lock.release()
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
 
 
 def default_run_id(spec_path: str | Path) -> str:
     return f"{Path(spec_path).stem}_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str) -> None:
+@functools.cache
+def _kernel_manager_class() -> type:
+    """jupyter_client's AsyncKernelManager, except that shutting a kernel down does not interrupt it first.
+
+    jupyter_client sends SIGINT before the shutdown request. papermill ends every notebook with a
+    ``kernel_info`` request and shuts the kernel down as soon as the reply arrives, when the kernel
+    may still be inside that request's handler (ipykernel lets SIGINT raise only while it handles a
+    request, and ignores it when idle): it then
+    logs ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` to the terminal of a run that
+    succeeded (seen in stage 02 of ``make run``). A finished notebook has nothing to interrupt, and a
+    kernel that ignores the shutdown request still gets SIGTERM, then SIGKILL (``finish_shutdown``).
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class StageKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return StageKernelManager
+
+
+def _run_notebook(src: Path, out: Path, parameters: dict, kernel_name: str, stdout: io.TextIOBase,
+                  stderr: io.TextIOBase) -> None:
+    """Execute one notebook in a fresh kernel (papermill); cell output goes to ``stdout``/``stderr``."""
     import papermill
 
+    papermill.execute_notebook(
+        str(src),
+        str(out),
+        parameters=parameters,
+        kernel_name=kernel_name,
+        cwd=str(notebooks_dir()),
+        progress_bar=False,
+        log_output=False,
+        stdout_file=stdout,
+        stderr_file=stderr,
+        start_timeout=180,
+        # ipykernel 7 warns on every start that TCP is unencrypted (local kernels): noise.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        kernel_manager_class=_kernel_manager_class(),
+    )
+
+
+def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str) -> None:
     out_nb = folder / "notebooks" / f"{stage}.ipynb"
     out_nb.parent.mkdir(exist_ok=True)
     logs = folder / "logs"
@@ -144,20 +190,8 @@ def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str) 
     stdout = _StageStdout(log, stage)
     with open(logs / f"{stage}.stderr.log", "w", encoding="utf-8") as stderr:
         try:
-            papermill.execute_notebook(
-                str(notebooks_dir() / f"{stage}.ipynb"),
-                str(out_nb),
-                parameters={"spec_path": str(folder / "run_spec.json"), "run_id": run_id},
-                kernel_name=kernel_name,
-                cwd=str(notebooks_dir()),
-                progress_bar=False,
-                log_output=False,
-                stdout_file=stdout,
-                stderr_file=stderr,
-                start_timeout=180,
-                # ipykernel 7 warns on every start that TCP is unencrypted (local kernels): noise.
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            )
+            _run_notebook(notebooks_dir() / f"{stage}.ipynb", out_nb,
+                          {"spec_path": str(folder / "run_spec.json"), "run_id": run_id}, kernel_name, stdout, stderr)
         finally:
             stdout.flush()
 
@@ -216,6 +250,7 @@ def run_pipeline(
     restart: bool = False,
     log: Log = print,
     kernel_name: str = "python3",
+    mlflow: bool | None = None,
 ) -> RunResult:
     """Validate the spec, then run the six stages in order; stop at the first failure.
 
@@ -232,6 +267,9 @@ def run_pipeline(
         diagnostics gate stopped stops again (same spec, same fit): change the spec and ``restart``.
     restart
         Delete an existing run with this id and run it again from the start.
+    mlflow
+        Log the finished run to MLflow (:mod:`mmm_lib.tracking`); ``None`` (default): when
+        ``MLFLOW_TRACKING_URI`` is set. Needs the ``mlflow`` extra.
 
     Returns
     -------
@@ -240,6 +278,7 @@ def run_pipeline(
         convergence checks: 06_contribute was not run); ``diagnostics`` holds 05_diagnose's verdict.
     """
     spec = load_spec(spec_path, overrides)  # SpecError here, before anything is created
+    track = tracking.wanted(mlflow, log)  # a missing MLflow is reported now, not after the fit
     run_id = validate_id(run_id or default_run_id(spec_path), "run_id")
     folder = run_path(run_id)
     env = configure_environment()  # kernels inherit the compile cache and thread settings
@@ -288,6 +327,8 @@ def run_pipeline(
                     report.write_index(folder)
                     log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} not run: stopped by {GATE}: stop")
                     result.status = "stopped"
+                    if track:
+                        tracking.log_run(result, log)
                     return result
             log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} running …")
             status_mod.mark_stage(folder, st, stage, "running")
@@ -305,6 +346,8 @@ def run_pipeline(
                 log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} FAILED after {dt:.1f} s")
                 result.status, result.failed_stage, result.error = "failed", stage, reason
                 result.stage_times[stage] = dt
+                if track:
+                    tracking.log_run(result, log)
                 return result
             dt = time.perf_counter() - t0
             result.stage_times[stage] = dt
@@ -319,6 +362,8 @@ def run_pipeline(
         result.status = "completed"
         log(f"run {run_id} completed in {time.perf_counter() - t_run:.1f} s"
             + (" (PROVISIONAL: convergence checks failed)" if result.provisional else ""))
+        if track:
+            tracking.log_run(result, log)
         return result
 
 

@@ -15,6 +15,8 @@ def outputs_root(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "outputs"
     root.mkdir()
     monkeypatch.setenv("MMM_OUTPUTS", str(root))
+    # A developer's own MLflow server must not receive the test runs (tests/test_tracking.py sets its own).
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root
 
 

@@ -39,6 +39,18 @@ def test_load_raw_encodings(tmp_path, encoding):
     assert got["entity_id"].tolist() == ["münchen", "köln"]
 
 
+def test_excel_windows_1252_punctuation_is_read_as_written(tmp_path):
+    # Few accented letters among many digits: charset-normalizer reads this file as cp1250 (ê becomes ę).
+    df = make_panel(n_periods=52)
+    names = dict(zip(df["entity_id"].unique(), ["München", "Angoulême “Nord”", "Köln – €"]))
+    df["entity_id"] = df["entity_id"].map(names)
+    p = tmp_path / "d.csv"
+    p.write_bytes(df.to_csv(index=False, sep=";").encode("cp1252"))
+    got = load_raw(p)
+    assert got.attrs["source_format"]["encoding"] == "cp1252"
+    assert sorted(got["entity_id"].unique()) == sorted(names.values())
+
+
 def test_load_raw_keeps_ids_and_tokens_as_written(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("entity_id , period_start,sales,act_tv\n001,2022-01-03,1,n/a\nNA,2022-01-10,2,\n")

@@ -5,7 +5,10 @@ continues from the failed stage, and the same spec + seed reproduces the posteri
 """
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -163,7 +166,31 @@ def test_bad_spec_fails_before_anything_is_created(tmp_path, outputs_root):
 
 def test_second_writer_is_refused(outputs_root):
     folder = outputs_root / "runs" / "busy"
+    with runner._Lock(folder):  # a live run holds it
+        with pytest.raises(RunError, match=rf"'busy' is already running \(lock .*, pid {os.getpid()}\); wait for it"):
+            run_pipeline(SPEC, "busy", SMALL, log=lambda m: None)
+        assert (folder / ".lock").exists()
+    assert not (folder / ".lock").exists()  # `mmm runs rm` reads a missing file as "not running"
+
+
+def test_lock_left_by_a_killed_run_does_not_block(outputs_root):
+    folder = outputs_root / "runs" / "killed"
     folder.mkdir(parents=True)
-    (folder / ".lock").write_text(str(__import__("os").getpid()))  # a live pid holds it
-    with pytest.raises(RunError, match="already running"):
-        run_pipeline(SPEC, "busy", SMALL, log=lambda m: None)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); "
+         "print('held', flush=True); time.sleep(120)", str(folder / ".lock")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunError, match="already running"):
+            runner._Lock(folder).__enter__()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (folder / ".lock").exists()  # the killed run's file is left behind ...
+    with runner._Lock(folder):  # ... and does not block the next run
+        assert (folder / ".lock").read_text() == str(os.getpid())
+    (folder / ".lock").write_text(str(os.getpid()))  # a pid file from the old scheme, pid alive: not a lock either
+    with runner._Lock(folder):
+        pass
