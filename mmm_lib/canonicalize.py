@@ -6,12 +6,15 @@ docs/DESIGN.md describes. The date and grain helpers here (:func:`parse_period_s
 :func:`align_to_grain`, :func:`period_offset`, :func:`compute_windows`) are shared with
 ``validation`` so both stages read dates the same way.
 
-Windows (the seed's rule)::
+Windows (the baseline model's rule, boundaries snapped to the grain)::
 
     end              = last period_start + one grain step        (exclusive)
-    estimation_start = end - estimation_months
-    carryover_start  = estimation_start - carryover_months
+    estimation_start = end - estimation_months, moved forward to the next period start
+    carryover_start  = estimation_start - carryover_months, moved forward to the next period start
     keep period_start >= carryover_start; window = "estimation" if period_start >= estimation_start
+
+Snapping keeps which periods fall in each window unchanged; it makes every boundary a real period
+start, so 104 whole weeks of data with 12 + 12 month windows start exactly at ``carryover_start``.
 """
 
 from __future__ import annotations
@@ -277,17 +280,42 @@ def period_range(start: pd.Timestamp, end: pd.Timestamp, grain: Grain) -> pd.Dat
     return pd.date_range(start, end, freq=freq).as_unit("ns")
 
 
+def snap_to_period_start(ts: pd.Timestamp, end: pd.Timestamp, grain: Grain) -> pd.Timestamp:
+    """The first period start on or after ``ts``, on the grid of period starts that ``end`` lies on.
+
+    Window lengths are given in months but data come in weeks: ``end - 12 months`` is usually not a
+    week start. Moving forward (never back) keeps the same periods inside the window, so only the
+    boundary's label changes, and data covering whole windows starts exactly at the boundary.
+    """
+    ts, end = pd.Timestamp(ts), pd.Timestamp(end)
+    if grain == "WEEK":
+        whole_weeks = (end - ts) // pd.Timedelta(weeks=1)
+        return end - pd.Timedelta(weeks=int(whole_weeks))
+    if grain == "MONTH":
+        first = ts.normalize().replace(day=1)
+        return first if first == ts else first + pd.DateOffset(months=1)
+    period_offset(grain)  # raises the error naming the grain
+    raise AssertionError
+
+
 def compute_windows(last_period_start: pd.Timestamp, grain: Grain, windows: WindowsConfig) -> dict[str, pd.Timestamp]:
-    """Window boundaries from the last period (the seed's rule, see the module docstring).
+    """Window boundaries from the last period (the rule in the module docstring), snapped to period starts.
+
+    Every stage (canonicalize, validation, the sample generator, the data plots) takes its windows
+    from here, so a boundary is the same date everywhere.
 
     Returns
     -------
     dict
-        ``carryover_start``, ``estimation_start`` and ``end`` (exclusive) as Timestamps.
+        ``carryover_start``, ``estimation_start`` and ``end`` (exclusive) as Timestamps, each a
+        period start.
     """
     end = pd.Timestamp(last_period_start) + period_offset(grain)
-    estimation_start = end - pd.DateOffset(months=windows.estimation_months)
-    carryover_start = estimation_start - pd.DateOffset(months=windows.carryover_months)
+    # Both from the unsnapped dates, so each window keeps exactly the periods it had before snapping.
+    estimation_rule = end - pd.DateOffset(months=windows.estimation_months)
+    carryover_rule = estimation_rule - pd.DateOffset(months=windows.carryover_months)
+    estimation_start = snap_to_period_start(estimation_rule, end, grain)
+    carryover_start = snap_to_period_start(carryover_rule, end, grain)
     return {"carryover_start": carryover_start, "estimation_start": estimation_start, "end": end}
 
 

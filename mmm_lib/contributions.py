@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from . import checks
+from .labels import display_name, display_names
 from .model import MMM, from_artifacts, posterior_draws
 from .spec import ModelConfig
 from .stages import read_inputs, write_outputs
@@ -604,52 +605,207 @@ def diagnostics_banner(run: Any) -> Any:
     return diagnostics_banner_for(run.read_json("diagnostics.json"), spec_dict)
 
 
-def roi_table(roi: dict[str, Any]) -> pd.DataFrame:
-    """``roi_metrics`` channels as a table, one row per channel with spend."""
-    cols = ["channel", "spend", "contribution", "contribution_low", "contribution_high", "roi", "roi_low", "roi_high"]
-    df = pd.DataFrame(roi["channels"], columns=["channel", "spend_col", *cols[1:]])[cols].set_index("channel")
-    # Money to whole units, ROI to 2 decimals: what a reader compares, not float noise.
-    money = ["spend", "contribution", "contribution_low", "contribution_high"]
-    df[money] = df[money].round(0).astype("Int64")
-    return df.round({"roi": 2, "roi_low": 2, "roi_high": 2})
+# --------------------------------------------------------------------------------------------
+# report tables and the executive summary: display only (artifacts keep their keys and raw numbers)
+
+# One word, one meaning: the counterfactual and the decomposition are different numbers.
+INCREMENTAL_LABEL = "incremental sales (if switched off)"
+DECOMPOSITION_LABEL = "decomposition share of sales"
+NA_TEXT = "–"
 
 
-def contribution_table(summary: dict[str, Any]) -> pd.DataFrame:
-    """``contribution_summary`` as a table: baseline then each channel, shares in percent."""
-    recs = [{"component": "baseline", **summary["baseline"]}]
-    recs += [{"component": c["channel"], **{k: v for k, v in c.items() if k != "channel"}} for c in summary["channels"]]
-    df = pd.DataFrame(recs).set_index("component")
-    for k in ("share", "share_low", "share_high"):
-        df[k] = df[k] * 100.0
-    df = df.rename(columns={"share": "share_%", "share_low": "share_low_%", "share_high": "share_high_%"})
-    money = [c for c in df.columns if df[c].dtype.kind == "f" and not c.endswith("_%")]
-    df[money] = df[money].round(0).astype("Int64")  # whole currency units; NA where not defined
-    return df.round({c: 1 for c in df.columns if c.endswith("_%")})
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and not np.isfinite(x))
+
+
+def fmt_money(x: Any) -> str:
+    """Whole units with thousands separators (``1234567.8`` → ``"1,234,568"``); ``"–"`` when undefined."""
+    return NA_TEXT if _missing(x) else f"{float(x):,.0f}"
+
+
+def fmt_ratio(x: Any, digits: int = 2) -> str:
+    """A ratio such as ROI to ``digits`` decimals, never in scientific notation; ``"–"`` when undefined."""
+    return NA_TEXT if _missing(x) else f"{float(x):,.{digits}f}"
+
+
+def _range(lo: Any, hi: Any, fmt: Any) -> str:
+    return NA_TEXT if _missing(lo) or _missing(hi) else f"{fmt(lo)} – {fmt(hi)}"
+
+
+def _pct_label(interval: float) -> str:
+    return f"{interval * 100:g}%"
+
+
+def one_header_row(df: pd.DataFrame) -> pd.DataFrame:
+    """The index name moved to the columns' name: an HTML table then has one header row, the row labels'
+    title in its corner, instead of a second header row holding only the index name."""
+    return df.rename_axis(df.index.name, axis="columns").rename_axis(None)
+
+
+def roi_verdict(row: dict[str, Any]) -> str:
+    """``pays back`` when the whole ROI interval is above 1, ``does not pay back`` when it is below 1,
+    ``inconclusive`` when it contains 1, ``no ROI`` when ROI is undefined (no spend in the window)."""
+    if _missing(row.get("roi")) or _missing(row.get("roi_low")) or _missing(row.get("roi_high")):
+        return "no ROI"
+    if row["roi_low"] > 1.0:
+        return "pays back"
+    if row["roi_high"] < 1.0:
+        return "does not pay back"
+    return "inconclusive"
+
+
+def roi_sentences(roi: dict[str, Any], labels: dict[str, str] | None = None) -> list[str]:
+    """One plain sentence per channel from ``roi_metrics.json``, e.g.
+    ``"TV returned 1.61 per unit of spend (90%: 1.21–2.05): pays back."``
+
+    Channels are in the artifact's order; channels with no spend column, or no spend in the window, say so.
+    """
+    rows = list(roi.get("channels", []))
+    without = [str(c) for c in roi.get("channels_without_spend", [])]
+    names = display_names([r["channel"] for r in rows] + without, labels)
+    pct = _pct_label(roi.get("interval", 0.9))
+    out = []
+    for r in rows:
+        name, verdict = names[r["channel"]], roi_verdict(r)
+        if verdict == "no ROI":
+            out.append(f"{name} had no spend in the window, so it has no ROI.")
+            continue
+        why = {"pays back": "pays back", "does not pay back": "does not pay back",
+               "inconclusive": "inconclusive (the interval includes break-even, 1.00)"}[verdict]  # fmt: skip
+        out.append(f"{name} returned {fmt_ratio(r['roi'])} per unit of spend "
+                   f"({pct}: {fmt_ratio(r['roi_low'])}–{fmt_ratio(r['roi_high'])}): {why}.")  # fmt: skip
+    out += [f"{names[c]} has no spend data, so it has no ROI." for c in without]
+    return out
+
+
+def media_share_sentence(summary: dict[str, Any]) -> str:
+    """The media share of fitted sales over the window, from ``contribution_summary.json``."""
+    b = summary["baseline"]
+    w = summary.get("window") or {}
+    pct = _pct_label(summary.get("interval", 0.9))
+    when = f" from {w['start']} to {w['end']}" if w.get("start") else ""
+    return (f"Media drove {100 * (1 - b['share']):.1f}% of fitted sales{when} ({pct}: "
+            f"{100 * (1 - b['share_high']):.1f}–{100 * (1 - b['share_low']):.1f}%); "
+            f"the baseline (what the model expects with no media at all) the other {100 * b['share']:.1f}%.")  # fmt: skip
+
+
+class ExecutiveSummary(str):
+    """The opening of the 06 report: plain text (``print`` it) and, where a notebook shows it, HTML.
+
+    ``sentences`` holds the media share sentence then one per channel (:func:`roi_sentences`).
+    """
+
+    sentences: list[str]
+
+    def __new__(cls, sentences: list[str]) -> "ExecutiveSummary":
+        obj = super().__new__(cls, "\n".join(sentences))
+        obj.sentences = list(sentences)
+        return obj
+
+    def _repr_html_(self) -> str:
+        import html
+
+        first, rest = (self.sentences[0], self.sentences[1:]) if self.sentences else ("", [])
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in rest)  # names come from the data: escaped
+        return (f'<div style="font-size:1.05em;line-height:1.5"><p><b>{html.escape(first)}</b></p>'
+                f"<ul>{items}</ul></div>")  # fmt: skip
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
+def executive_summary(
+    roi: dict[str, Any], summary: dict[str, Any], labels: dict[str, str] | None = None
+) -> ExecutiveSummary:
+    """What a reader needs first: the media share of sales, then per channel whether it paid back.
+
+    Parameters
+    ----------
+    roi, summary
+        ``roi_metrics.json`` and ``contribution_summary.json``.
+    labels
+        The run spec's ``labels`` (display names), if any.
+    """
+    return ExecutiveSummary([media_share_sentence(summary), *roi_sentences(roi, labels)])
+
+
+def roi_table(roi: dict[str, Any], labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """``roi_metrics`` channels as a table for reading: one row per channel with spend, numbers as text.
+
+    Money in whole units with thousands separators, ROI to 2 decimals, intervals as "low – high".
+    The artifact's ``contribution`` is shown as :data:`INCREMENTAL_LABEL` (the counterfactual).
+    """
+    pct = _pct_label(roi.get("interval", 0.9))
+    rows = list(roi.get("channels", []))
+    names = display_names([r["channel"] for r in rows], labels)
+    recs = [{
+        "channel": names[r["channel"]],
+        "spend": fmt_money(r.get("spend")),
+        INCREMENTAL_LABEL: fmt_money(r.get("contribution")),
+        f"{pct} interval": _range(r.get("contribution_low"), r.get("contribution_high"), fmt_money),
+        "ROI": fmt_ratio(r.get("roi")),
+        f"ROI {pct} interval": _range(r.get("roi_low"), r.get("roi_high"), fmt_ratio),
+        "verdict": roi_verdict(r),
+    } for r in rows]  # fmt: skip
+    cols = ["channel", "spend", INCREMENTAL_LABEL, f"{pct} interval", "ROI", f"ROI {pct} interval", "verdict"]
+    return one_header_row(pd.DataFrame(recs, columns=cols).set_index("channel"))
+
+
+def contribution_table(summary: dict[str, Any], labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """``contribution_summary`` as a table for reading: baseline then each channel, numbers as text.
+
+    :data:`DECOMPOSITION_LABEL` (sales and percent) splits fitted sales and adds up to the fitted total;
+    :data:`INCREMENTAL_LABEL` is the counterfactual, shown next to it under its own name.
+    """
+    pct = _pct_label(summary.get("interval", 0.9))
+    blocks = [("baseline", summary["baseline"])] + [(c["channel"], c) for c in summary["channels"]]
+    names = display_names([n for n, _ in blocks], labels)
+
+    def share(x: Any) -> str:
+        return NA_TEXT if _missing(x) else f"{100 * float(x):.1f}%"
+
+    recs = [{
+        "component": names[n],
+        DECOMPOSITION_LABEL: fmt_money(b.get("contribution")),
+        f"{DECOMPOSITION_LABEL} (%)": share(b.get("share")),
+        f"share {pct} interval": _range(b.get("share_low"), b.get("share_high"), share),
+        INCREMENTAL_LABEL: fmt_money(b.get("incremental")),
+        f"incremental {pct} interval": _range(b.get("incremental_low"), b.get("incremental_high"), fmt_money),
+    } for n, b in blocks]  # fmt: skip
+    return one_header_row(pd.DataFrame(recs).set_index("component"))
 
 
 def fit_metrics_table(fit_metrics: dict[str, Any]) -> pd.DataFrame:
-    """``fit_metrics`` as a small table: the fitted window and, with a holdout, the held-out periods (brand total)."""
+    """``fit_metrics`` as a small table: the fitted window and, with a holdout, the held-out periods (brand total).
+
+    Values are text: counts as integers, R² to 4 decimals, coverage in percent, the rest to 2 decimals
+    with thousands separators; ``"–"`` where a metric does not apply.
+    """
     labels = {"r2": "R²", "mape": "MAPE (%)", "rmse": "RMSE (target units)", "crps": "CRPS (target units)",
               "coverage_50": "actuals inside the 50% predictive band (%)",
               "coverage_90": "actuals inside the 90% predictive band (%)", "n_obs": "periods",
               "mape_excluded_zero_actual": "periods left out of MAPE (actual = 0)"}  # fmt: skip
 
-    def shown(k: str, v: Any) -> Any:
-        if isinstance(v, float):
-            return round(100 * v, 1) if k.startswith("coverage") else round(v, 4 if k == "r2" else 2)
-        return v
+    def shown(k: str, v: Any) -> str:
+        if _missing(v):
+            return NA_TEXT
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            return f"{int(v):,}"
+        v = float(v)
+        if k.startswith("coverage"):
+            return f"{100 * v:.1f}"
+        return f"{v:,.{4 if k == 'r2' else 2}f}"
 
     cols = {"fitted window": {labels[k]: shown(k, v) for k, v in fit_metrics.items() if k in labels}}
     ho = fit_metrics.get("holdout")
     if ho:
         cols[f"held out ({ho['periods']} periods, {ho['start']} – {ho['end']})"] = {
             labels[k]: shown(k, v) for k, v in ho["brand"].items() if k in labels}  # fmt: skip
-    # object dtype so the period counts print as integers next to the float metrics
     df = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in cols.items()})
-    return df.reindex([v for v in labels.values() if v in df.index]).rename_axis("metric").fillna("–")
+    return one_header_row(df.reindex([v for v in labels.values() if v in df.index]).rename_axis("metric").fillna(NA_TEXT))
 
 
-def headline(result: ContributionResult) -> dict[str, Any]:
+def headline(result: ContributionResult, labels: dict[str, str] | None = None) -> dict[str, Any]:
     """A few numbers for the report's headline: fit quality, media share, best and worst ROI."""
     with_roi = [c for c in result.roi["channels"] if c["roi"] is not None]
     best = max(with_roi, key=lambda c: c["roi"]) if with_roi else None
@@ -661,17 +817,28 @@ def headline(result: ContributionResult) -> dict[str, Any]:
         "mape_%": None if fm["mape"] is None else round(fm["mape"], 2),
         **({"holdout_mape_%": round(fm["holdout"]["brand"]["mape"], 2)} if (fm.get("holdout") or {}).get("brand") else {}),
         "media_share_%": round(100.0 * (1.0 - result.summary["baseline"]["share"]), 1),
-        "best_roi": None if best is None else f"{best['channel']} ({best['roi']:.2f})",
-        "worst_roi": None if worst is None else f"{worst['channel']} ({worst['roi']:.2f})",
+        "best_roi": None if best is None else f"{display_name(best['channel'], labels)} ({best['roi']:.2f})",
+        "worst_roi": None if worst is None else f"{display_name(worst['channel'], labels)} ({worst['roi']:.2f})",
     }
 
 
-def entity_roi_table(roi: dict[str, Any]) -> pd.DataFrame:
-    """Per-entity ROI (entity-level models): rows entity, columns ``<channel>`` as "mean [low, high]"."""
+def entity_roi_table(roi: dict[str, Any], labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Per-entity ROI (entity-level models): rows entity, one column per channel as "mean [low – high]"."""
+    names = display_names([r["channel"] for r in roi.get("channels", [])], labels)
     rows = {}
     for e in roi.get("entities") or []:
         rows[e["entity_id"]] = {
-            r["channel"]: (f"{r['roi']:.2f} [{r['roi_low']:.2f}, {r['roi_high']:.2f}]" if r.get("roi") is not None else "—")
+            names.get(r["channel"], r["channel"]): (
+                f"{fmt_ratio(r['roi'])} [{fmt_ratio(r['roi_low'])} – {fmt_ratio(r['roi_high'])}]"
+                if not _missing(r.get("roi")) else NA_TEXT)
             for r in e["channels"]
-        }
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("entity")
+        }  # fmt: skip
+    return one_header_row(pd.DataFrame.from_dict(rows, orient="index").rename_axis("entity"))
+
+
+def channel_names_table(summary: dict[str, Any], labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Which data column each channel name on the page stands for (the artifacts use the column names)."""
+    cols = [str(c["channel"]) for c in summary.get("channels", [])]
+    names = display_names(cols, labels)
+    df = pd.DataFrame({"channel": [names[c] for c in cols], "column in the data": cols}).set_index("channel")
+    return one_header_row(df)

@@ -76,18 +76,27 @@ def response_curves(
     return pd.DataFrame(rows)
 
 
-def curve_table(curves: pd.DataFrame) -> pd.DataFrame:
+def curve_table(curves: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per channel at the observed spend: marginal ROI, and the spend where marginal ROI falls below 1.
 
-    Average ROI is left to the ROI table (all draws); curves use :data:`MAX_CURVE_DRAWS` thinned draws.
+    Numbers are text for reading (spend with thousands separators, ROI to 2 decimals); channels by
+    display name (:mod:`mmm_lib.labels`). Average ROI is left to the ROI table (all draws); curves use
+    :data:`MAX_CURVE_DRAWS` thinned draws.
     """
+    from .contributions import one_header_row
+    from .labels import display_names
+
+    names = display_names(pd.unique(curves["channel"]), labels) if len(curves) else {}
     out = []
     for ch, g in curves.groupby("channel", sort=False):
         now = g.loc[(g["multiplier"] - 1.0).abs().idxmin()]
         below = g[(g["multiplier"] > 0) & (g["marginal_roi"] < 1.0)]
-        out.append({"channel": ch, "spend": round(float(now["spend"])), "marginal_roi": round(float(now["marginal_roi"]), 2),
-                    "marginal_roi_below_1_from_spend": None if below.empty else round(float(below["spend"].iloc[0]))})  # fmt: skip
-    return pd.DataFrame(out).set_index("channel")
+        falls = f"not up to {g['spend'].max():,.0f}" if below.empty else f"{below['spend'].iloc[0]:,.0f}"
+        out.append({"channel": names[ch], "spend": f"{float(now['spend']):,.0f}",
+                    "marginal ROI at current spend": f"{float(now['marginal_roi']):.2f}",
+                    "marginal ROI falls below 1 from spend": falls})  # fmt: skip
+    cols = ["channel", "spend", "marginal ROI at current spend", "marginal ROI falls below 1 from spend"]
+    return one_header_row(pd.DataFrame(out, columns=cols).set_index("channel"))
 
 
 def spend_by_channel(roi: dict[str, Any]) -> dict[str, float]:

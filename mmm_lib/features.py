@@ -403,6 +403,23 @@ def channel_settings_table(feature_metadata: Mapping[str, Any], scaler: Mapping[
     return pd.DataFrame(rows).set_index("driver")
 
 
+def channel_settings_view(feature_metadata: Mapping[str, Any], scaler: Mapping[str, Any]) -> Any:
+    """:func:`channel_settings_table` formatted for the report: ``adstock_max`` with thousands separators
+    (not ``8.515303e+02``), "–" where saturation is off, no index column."""
+    from .tables import report_table
+
+    return report_table(channel_settings_table(feature_metadata, scaler).reset_index(), {"decay": 2, "K": 2, "S": 2})
+
+
+def features_headline_view(features_df: pd.DataFrame, feature_metadata: Mapping[str, Any]) -> Any:
+    """:func:`features_headline` as a two-column table (item, value) for the report."""
+    from .tables import report_table
+
+    head = features_headline(features_df, feature_metadata)
+    items = pd.DataFrame({"item": [k.replace("_", " ") for k in head], "value": list(head.values())}, dtype=object)
+    return report_table(items)
+
+
 def feature_columns(feature_metadata: Mapping[str, Any]) -> list[str]:
     """Model regressors in order: media features, then every non-media regressor."""
     return [c["feature"] for c in _channel_list(feature_metadata)] + [
@@ -433,9 +450,11 @@ def features_headline(features_df: pd.DataFrame, feature_metadata: Mapping[str, 
     return {
         "rows": int(len(features_df)),
         "estimation_rows": int(est.sum()),
-        "carryover_rows": int((~est).sum()),
+        "carryover_rows": int((features_df["window"] == "carryover").sum()),
+        "holdout_rows": int((features_df["window"] == "holdout").sum()),
         "media_features": len(feature_metadata["channels"]),
         "other_regressors": len(feature_metadata.get("controls", [])),
-        "saturation": "hill" if (feature_metadata.get("saturation") or {}).get("enabled") else "off",
+        "saturation": (feature_metadata.get("saturation") or {}).get("type", "hill")
+        if (feature_metadata.get("saturation") or {}).get("enabled") else "off",
         "notes": len(feature_metadata.get("notes", [])),
     }

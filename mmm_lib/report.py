@@ -1,8 +1,9 @@
 """HTML reports: one self-contained page per executed stage notebook, and the run's ``index.html``.
 
 Stage pages are nbconvert's ``lab`` template (without its CDN scripts, see ``templates/``) with
-figures embedded as base64, so one file can be emailed and opened offline. Stakeholder pages hide code; ``*_code.html`` keep it for reviewers. Every user-supplied
-string in the index (ids, column names, channel names, errors) goes through :func:`html.escape`.
+figures embedded as base64, so one file can be emailed and opened offline. Stakeholder pages hide code; ``*_code.html`` keep it for reviewers. The index is
+rendered by Jinja from ``templates/run_index/index.html.j2`` with autoescape on, so every user-supplied string (ids,
+column names, channel names, errors) is escaped: it is data, never markup.
 
 When 05_diagnose's convergence checks failed the index says so first: an amber banner and stage 05
 marked "checks failed" when the run went on (``diagnostics.gate: warn``; the ROI table is marked
@@ -11,7 +12,6 @@ provisional), a red one when the gate stopped the run.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +80,8 @@ def _safe(run_dir: Path, name: str) -> Any:
 
 
 def headlines(run_dir: Path) -> dict[str, str]:
-    """One line of headline numbers per stage, from the artifacts that exist."""
-    e = html.escape
+    """One line of headline numbers per stage, from the artifacts that exist (plain text: escape it to show it)."""
+    e = str  # plain text: the index template escapes it (autoescape)
     out: dict[str, str] = {}
     v = _safe(run_dir, "validation_summary.json")
     if v:
@@ -135,60 +135,42 @@ def headlines(run_dir: Path) -> dict[str, str]:
     return out
 
 
-def _roi_table(run_dir: Path, provisional: bool = False) -> str:
+def _roi_context(run_dir: Path, provisional: bool = False) -> dict[str, Any] | None:
+    """The ROI table's values, formatted for reading (the template escapes them)."""
     roi = _safe(run_dir, "roi_metrics.json")
     if not roi or not roi.get("channels"):
-        return ""
-    pct = int(round(100 * roi.get("interval", 0.9)))
-    rows = "".join(
-        "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{} [{}, {}]</td></tr>".format(
-            html.escape(str(c.get("channel"))),
-            _fmt(c.get("spend")),
-            _fmt(c.get("contribution")),
-            _fmt(c.get("roi")),
-            _fmt(c.get("roi_low")),
-            _fmt(c.get("roi_high")),
-        )
+        return None
+    channels = [
+        {"channel": str(c.get("channel")), "spend": _fmt(c.get("spend")), "contribution": _fmt(c.get("contribution")),
+         "roi": _fmt(c.get("roi")), "roi_low": _fmt(c.get("roi_low")), "roi_high": _fmt(c.get("roi_high"))}
         for c in roi["channels"]
-    )
-    title, note, cls = "Return on spend", "", ""
-    if provisional:
-        title, cls = "Return on spend <span class=tag>PROVISIONAL</span>", " class=provisional"
-        note = (
-            '<p class=attention>Provisional: the fit behind these numbers failed its convergence checks '
-            '(see <a href="reports/05_diagnose.html">05 Diagnose</a>); they may change once it converges.</p>'
-        )
-    return (
-        f"<h2>{title}</h2>{note}<p>Incremental sales per unit of spend over the estimation window "
-        f"(posterior mean and {pct}% interval).</p><table{cls}><thead><tr><th>Channel</th><th>Spend</th>"
-        f"<th>Incremental sales</th><th>ROI (sales / spend)</th></tr></thead><tbody>{rows}</tbody></table>"
-    )
+    ]
+    return {"pct": int(round(100 * roi.get("interval", 0.9))), "provisional": provisional, "channels": channels}
 
 
-def _gate_banner(v: GateVerdict, run_status: str) -> str:
+def _banner_context(v: GateVerdict, run_status: str) -> dict[str, Any] | None:
     """The top-of-page box for failed convergence checks: amber (provisional numbers) or red (run stopped)."""
     if not v.failed:
-        return ""
-    e = html.escape
-    stopped = run_status == "stopped"
-    if stopped:
-        head = "Run stopped: the fit failed its convergence checks"
-        lead = ("<code>diagnostics.gate: stop</code>, so contributions and ROI (06) were not computed. "
-                "Change the spec as below and run it again with <code>--restart</code>.")
-    else:
-        head = "PROVISIONAL: the fit failed its convergence checks"
-        lead = ("The run went on (<code>diagnostics.gate: warn</code>); treat every number from 04 Fit and "
-                "06 Contributions &amp; ROI as provisional until the checks pass.")
-    items = "".join(f"<li>{e(m)}</li>" for m in v.messages)
-    steps = "".join(f"<li>{e(r)}</li>" for r in v.remedies)
-    params = f"<p>Parameters that failed: {e(v.parameters_text())}</p>" if v.parameters else ""
-    return (
-        f'<div class="banner {"banner-stop" if stopped else "banner-warn"}" role="alert"><strong>{e(head)}</strong>'
-        f"<p>Failed checks: {e(v.checks_text())}. {lead} Details: "
-        f'<a href="reports/05_diagnose.html">05 Diagnose report</a>.</p>{params}<ul>{items}</ul>'
-        + (f"<p>What to try, in order:</p><ol>{steps}</ol>" if steps else "")
-        + "</div>"
+        return None
+    return {
+        "stopped": run_status == "stopped",
+        "checks": v.checks_text(),
+        "parameters": v.parameters_text() if v.parameters else "",
+        "messages": list(v.messages),
+        "remedies": list(v.remedies),
+    }
+
+
+def _index_template():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,  # every value is user data (ids, column names, errors): escaped, never markup
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
     )
+    return env.get_template("run_index/index.html.j2")
 
 
 _CSS = """
@@ -211,9 +193,12 @@ a{color:#0969da}
 
 
 def write_index(run_dir: Path) -> Path:
-    """Write ``index.html``: stages with status, timing, links and headline numbers."""
+    """Write ``index.html``: stages with status, timing, links and headline numbers.
+
+    Rendered from ``templates/run_index/index.html.j2`` (Jinja, autoescape on): this function only gathers
+    plain values; all markup, and all escaping, is the template's.
+    """
     run_dir = Path(run_dir)
-    e = html.escape
     status = _safe(run_dir, "status.json") or {"stages": {}, "status": "unknown"}
     spec = _safe(run_dir, "run_spec.json") or {}
     heads = headlines(run_dir)
@@ -224,50 +209,40 @@ def write_index(run_dir: Path) -> Path:
     for stage in STAGES:
         st = status.get("stages", {}).get(stage, {})
         state = st.get("status", "pending")
-        report = run_dir / "reports" / f"{stage}.html"
-        code = run_dir / "reports" / f"{stage}_code.html"
-        link = (
-            f'<a href="reports/{stage}.html">{e(STAGE_TITLES[stage])}</a>'
-            + (f' · <a href="reports/{stage}_code.html">with code</a>' if code.exists() else "")
-            if report.exists()
-            else e(STAGE_TITLES[stage])
-        )
+        has_report = (run_dir / "reports" / f"{stage}.html").exists()
+        has_code = (run_dir / "reports" / f"{stage}_code.html").exists()
         dur = st.get("duration_s")
-        detail = heads.get(stage, "")
-        shown, row_cls = state, ""
-        if stage == "05_diagnose" and state == "completed" and v.failed:
-            shown, row_cls = "checks failed", " class=attention"
-            detail = f'<span class="attention">{detail}</span>'
-        elif stage == "06_contribute" and provisional and detail:
-            detail += ' · <span class="tag">PROVISIONAL</span>'
-        if state == "skipped" and status.get("stopped_by"):
-            detail = (detail + "<br>" if detail else "") + e(f"not run: stopped by {status['stopped_by']}: stop")
-        if st.get("error"):
-            detail = (detail + "<br>" if detail else "") + f'<span class="failed">{e(str(st["error"]))}</span>'
-        state_cls = "checks-failed" if shown == "checks failed" else state
-        rows.append(
-            f"<tr{row_cls}><td>{e(stage[:2])}</td><td>{link}</td><td class='{e(state_cls)}'>{e(shown)}</td>"
-            f"<td class=n>{'' if dur is None else f'{dur:.1f} s'}</td><td>{detail}</td></tr>"
-        )
-    source = spec.get("data_path") or f"dataset {spec.get('dataset_id')}"
-    err = ""
-    if status.get("status") == "failed":
-        err = f'<h2>Run failed</h2><div class="err">{e(str(status.get("error")))}</div>'
-    err += _gate_banner(v, run_status)
-    shown_status = f"{run_status} (provisional)" if provisional and run_status == "completed" else run_status
-    status_cls = "checks-failed" if provisional else run_status
-    body = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>MMM run {e(str(status.get('run_id', run_dir.name)))}</title>
-<style>{_CSS}</style></head><body>
-<h1>MMM run <code>{e(str(status.get('run_id', run_dir.name)))}</code></h1>
-<p class="meta">Status: <span class="{e(status_cls)}">{e(shown_status)}</span> ·
-updated {e(str(status.get('updated_at', '')))} · data: {e(str(source))} · grain {e(str(spec.get('grain', '')))} ·
-target {e(str(spec.get('target_col', '')))} · drivers {e(', '.join(map(str, spec.get('drivers', []))))}</p>
-{err}
-<table><thead><tr><th>#</th><th>Stage report</th><th>Status</th><th>Time</th><th>Headline</th></tr></thead>
-<tbody>{''.join(rows)}</tbody></table>
-{_roi_table(run_dir, provisional)}
-<p class="meta">Artifacts (JSON, parquet, posterior.nc) are in this folder; executed notebooks in <code>notebooks/</code>.</p>
-</body></html>
-"""
+        attention = stage == "05_diagnose" and state == "completed" and v.failed
+        shown = "checks failed" if attention else state
+        rows.append({
+            "num": stage[:2],
+            "title": STAGE_TITLES[stage],
+            "report": f"reports/{stage}.html" if has_report else "",
+            "code": f"reports/{stage}_code.html" if has_report and has_code else "",
+            "shown": shown,
+            "state_cls": "checks-failed" if attention else state,
+            "attention": attention,
+            "duration": "" if dur is None else f"{dur:.1f} s",
+            "headline": heads.get(stage, ""),
+            "provisional": stage == "06_contribute" and provisional and bool(heads.get(stage)),
+            "stopped_note": (f"not run: stopped by {status['stopped_by']}: stop"
+                             if state == "skipped" and status.get("stopped_by") else ""),
+            "error": str(st["error"]) if st.get("error") else "",
+        })
+    run_id = str(status.get("run_id", run_dir.name))
+    body = _index_template().render(
+        run_id=run_id,
+        css=_CSS,
+        status_cls="checks-failed" if provisional else run_status,
+        shown_status=f"{run_status} (provisional)" if provisional and run_status == "completed" else run_status,
+        updated=str(status.get("updated_at", "")),
+        source=str(spec.get("data_path") or f"dataset {spec.get('dataset_id')}"),
+        grain=str(spec.get("grain", "")),
+        target=str(spec.get("target_col", "")),
+        drivers=", ".join(map(str, spec.get("drivers", []))),
+        run_error=str(status.get("error")) if status.get("status") == "failed" else None,
+        banner=_banner_context(v, run_status),
+        rows=rows,
+        roi=_roi_context(run_dir, provisional),
+    )
     return _atomic(run_dir / "index.html", lambda p: p.write_text(body, encoding="utf-8"))

@@ -87,6 +87,9 @@ def _resolve_spec(spec: RunSpec | Mapping[str, Any] | str | Path | None) -> RunS
 def window_labels(period_start: pd.DatetimeIndex, spec: RunSpec) -> np.ndarray:
     """``"pre"`` / ``"carryover"`` / ``"estimation"`` per period, by canonicalize's window rule.
 
+    The boundaries come from :func:`mmm_lib.canonicalize.compute_windows` (snapped to week starts),
+    so the truth's windows are the ones a run of the same data computes.
+
     The truth's own ROI uses these windows; :func:`true_roi` recomputes it for any other start,
     and every channel's adstock peak lies in the final year, so the saturation scale does not
     depend on the exact window start either.
@@ -371,7 +374,8 @@ def generate_sample(
             "estimation_start": est_start,
             "end": iso[-1],
             "n_estimation": int(est.sum()),
-            "rule": "mmm_lib.canonicalize.compute_windows (end = last week + 1 week; estimation_start = end - estimation_months)",
+            "rule": "mmm_lib.canonicalize.compute_windows (end = last week + 1 week; estimation_start = end - estimation_months, "
+                    "moved forward to the next week start)",
         },
         "params": {
             "const": const,

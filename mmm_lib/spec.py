@@ -177,6 +177,11 @@ class RunSpec(_Strict):
     control_aggregation: dict[str, Literal["mean", "sum"]] = Field(
         default_factory=dict, description="entity -> brand aggregation per control (default mean)"
     )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="driver or control -> the name reports show (act_tv: Television); others get a default "
+        "(act_tv -> TV, act_digital -> Digital), see mmm_lib.labels",
+    )
     feature_config: FeatureConfig = Field(default_factory=FeatureConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
@@ -220,6 +225,12 @@ class RunSpec(_Strict):
         unknown = sorted(set(self.control_aggregation) - set(self.controls))
         if unknown:
             raise ValueError(f"control_aggregation names {unknown}, which are not in controls {self.controls}")
+        unknown = sorted(set(self.labels) - set(self.drivers) - set(self.controls))
+        if unknown:
+            raise ValueError(
+                f"labels names {unknown}, which are not in drivers {self.drivers} or controls {self.controls}; "
+                "labels give display names to those columns only"
+            )
         if self.model.priors:
             # Applied to this configuration's registry now, so an unknown parameter, a per-channel
             # family that differs from the others or an unknown channel stops the spec, not stage 04.

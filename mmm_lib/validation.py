@@ -96,7 +96,20 @@ _NA_TOKENS = {"na", "n/a", "nan", "null", "none", "#n/a", "-", "nat"}
 
 
 class DataValidationError(ValueError):
-    """The data failed validation; the message lists each error code, column and remedy."""
+    """The data failed validation; the message lists each error code, column and remedy.
+
+    In a notebook the error prints as ``short`` (one line, no Python traceback): the report shows the
+    findings table right above it, so the stack of library frames would only push it off the page. The
+    message itself (``str(exc)``, what ``mmm run`` prints and ``status.json`` records) keeps every error.
+    """
+
+    def __init__(self, message: str, short: str | None = None):
+        super().__init__(message)
+        self.short = short or message.splitlines()[0]
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of the traceback (InteractiveShell.showtraceback).
+        return f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self.short}".splitlines()
 
 
 # --------------------------------------------------------------------------- report
@@ -179,9 +192,40 @@ class ValidationReport:
         characters), HTML-escaped (they quote the file's column names and values)."""
         return _view(self.table())
 
+    def findings_view(self) -> Any:
+        """The verdict box (red with the error count when validation failed, green when it passed) over
+        the findings table, errors first and tinted: what the report shows before the run stops."""
+        from html import escape
+
+        from IPython.display import HTML
+
+        c = count_by_severity(self.findings)
+        if self.ok:
+            w = c["warning"]
+            note = (f"{w} warning{'s' if w != 1 else ''} below: read {'them' if w != 1 else 'it'} before trusting "
+                    "the results." if w else "No warnings; the info rows below give context.")
+            box = ("<div style='border:2px solid #1a7f37;background:#dafbe1;border-radius:6px;padding:.6em 1em;"
+                   f"margin:.5em 0'><strong style='color:#1a7f37'>Validation passed.</strong> {note}</div>")
+        else:
+            n = c["error"]
+            box = ("<div role='alert' style='border:2px solid #cf222e;background:#ffebe9;border-radius:6px;"
+                   "padding:.6em 1em;margin:.5em 0'><strong style='color:#a40e26;font-size:1.15em'>"
+                   f"Validation failed: {n} error{'s' if n != 1 else ''}. The run stops after this notebook."
+                   "</strong><br>Each error row below names the column, example rows and, under "
+                   "<em>remedy</em>, what to change in the file or the run spec; fix them and run again.</div>")
+        if not self.findings:
+            return HTML(box)
+        tint = {"error": "background-color:#ffebe9", "warning": "background-color:#fff8c5", "info": ""}
+        styled = _view(self.table()).apply(
+            lambda row: [tint.get(row["severity"], "")] * len(row), axis=1
+        ).map(lambda v: "font-weight:700", subset=["severity", "code"])
+        return HTML(box + styled.to_html())
+
     def overview_view(self) -> Any:
-        """:meth:`overview_table` styled like :meth:`table_view`."""
-        return _view(self.overview_table())
+        """:meth:`overview_table` styled like :meth:`table_view`, counts with thousands separators."""
+        t = self.overview_table()
+        t["value"] = t["value"].map(lambda v: f"{int(v):,}" if isinstance(v, str) and v.isdigit() else v)
+        return _view(t)
 
     def overview_table(self) -> pd.DataFrame:
         """Rows, entities, periods, date range, grain and roles as a two-column table."""
@@ -232,7 +276,10 @@ class ValidationReport:
         for f in errs:
             cols = f" [{', '.join(f.columns)}]" if f.columns else ""
             lines.append(f"  - {f.code}{cols}: {f.message}" + (f" Fix: {f.remedy}" if f.remedy else ""))
-        raise DataValidationError("\n".join(lines))
+        codes = ", ".join(dict.fromkeys(f.code for f in errs))
+        short = (f"data validation found {len(errs)} error(s); the run stops here.\n"
+                 f"  {codes}: the findings table above says what to fix.")
+        raise DataValidationError("\n".join(lines), short=short)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -823,9 +870,12 @@ def _check_windows(ctx: _Ctx) -> None:
                 [ctx.period_col], first=_iso(first), estimation_start=_iso(ctx.win["estimation_start"]))
     elif w.carryover_months > 0 and first > ctx.win["carryover_start"]:
         n_carry = int(((periods >= ctx.win["carryover_start"]) & (periods < ctx.win["estimation_start"])).sum())
+        # The window's boundaries are period starts (compute_windows snaps them), so this count is whole periods.
+        n_full = len(period_range(ctx.win["carryover_start"], ctx.win["estimation_start"],
+                                  ctx.grain)) - 1  # type: ignore[arg-type]
         ctx.add("warning", "SHORT_HISTORY",
                 f"data starts {_iso(first)}, after the carryover window's start {_iso(ctx.win['carryover_start'])}: "
-                f"carryover has {n_carry} {g}s instead of {w.carryover_months} months",
+                f"carryover has {n_carry} {g}s instead of {n_full} ({w.carryover_months} months)",
                 "add history or shorten windows.carryover_months (early adstock is slightly understated)",
                 [ctx.period_col], first=_iso(first), carryover_start=_iso(ctx.win["carryover_start"]))
     obs = f"{n_est} {g}s" if n_entities == 1 else f"{n_obs} observations ({n_est} {g}s × {n_entities} entities)"

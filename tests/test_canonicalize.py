@@ -1,4 +1,4 @@
-"""canonicalize: exact brand aggregation, the seed's window rule, types, spend mapping, clear errors."""
+"""canonicalize: exact brand aggregation, the window rule (snapped to the grain), types, spend mapping, clear errors."""
 
 from __future__ import annotations
 
@@ -125,8 +125,9 @@ def test_weekly_windows_follow_the_seed_rule():
     can, info = canonicalize(raw, spec_for())
     w = info["windows"]
     assert w["end"] == "2025-01-27"
-    assert w["estimation_start"] == "2023-01-27"
-    assert w["carryover_start"] == "2022-07-27"
+    # end - 24 months = 2023-01-27 and - 6 more = 2022-07-27, moved forward to the next Monday
+    assert w["estimation_start"] == "2023-01-30"
+    assert w["carryover_start"] == "2022-08-01"
     assert w["first_estimation_period"] == "2023-01-30" and w["last_period"] == "2025-01-20"
     assert w["n_estimation"] == 104  # Mondays 2023-01-30 .. 2025-01-20
     assert w["n_carryover"] == 26  # Mondays 2022-08-01 .. 2023-01-23
@@ -135,6 +136,36 @@ def test_weekly_windows_follow_the_seed_rule():
     assert can.loc[can["window"] == "carryover", "period_start"].max() < pd.Timestamp("2023-01-27")
     assert can["period_start"].min() == pd.Timestamp("2022-08-01")
     assert info["notes"] == []
+
+
+def test_two_whole_years_of_weeks_fill_12_plus_12_month_windows():
+    """104 Mondays from 2021-01-25: the windows start on Mondays, so the data fills them exactly (no note)."""
+    spec = spec_for(windows={"carryover_months": 12, "estimation_months": 12})
+    can, info = canonicalize(make_panel(n_periods=104, start="2021-01-25"), spec)
+    w = info["windows"]
+    assert (w["carryover_start"], w["estimation_start"], w["end"]) == ("2021-01-25", "2022-01-24", "2023-01-23")
+    assert (w["n_carryover"], w["n_estimation"]) == (52, 52)
+    assert w["first_period"] == w["carryover_start"] and w["first_estimation_period"] == w["estimation_start"]
+    assert info["notes"] == []
+    can, info = canonicalize(make_panel(n_periods=100, start="2021-02-22"), spec)  # same last week, 4 weeks short
+    assert info["windows"]["n_carryover"] == 48
+    assert any("carryover has 48 periods" in n for n in info["notes"])
+
+
+def test_window_boundaries_are_period_starts():
+    """Snapping moves a boundary forward to the next period start and keeps the periods in each window."""
+    for last in pd.date_range("2023-01-02", periods=60, freq="7D"):
+        for est, carry in [(12, 12), (24, 6), (1, 0), (13, 5)]:
+            w = compute_windows(last, "WEEK", WindowsConfig(carryover_months=carry, estimation_months=est))
+            grid = pd.date_range(end=last, periods=200, freq="7D")
+            for key, rule in [("estimation_start", w["end"] - pd.DateOffset(months=est)),
+                              ("carryover_start", w["end"] - pd.DateOffset(months=est) - pd.DateOffset(months=carry))]:
+                assert w[key] in grid and w[key] >= rule and w[key] - rule < pd.Timedelta(weeks=1)
+                assert (grid >= w[key]).sum() == (grid >= rule).sum()  # same periods as the unsnapped rule
+    sunday = compute_windows(pd.Timestamp("2024-06-30"), "WEEK", WindowsConfig(carryover_months=6, estimation_months=12))
+    assert all(v.day_of_week == 6 for v in sunday.values())  # Sunday weeks keep Sunday boundaries
+    month = compute_windows(pd.Timestamp("2024-03-01"), "MONTH", WindowsConfig(carryover_months=2, estimation_months=12))
+    assert all(v.day == 1 for v in month.values())
 
 
 def test_monthly_windows():

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 
 from mmm_lib import contributions as contrib  # noqa: E402
 from mmm_lib.features import build_features  # noqa: E402
+from mmm_lib.labels import display_name  # noqa: E402
 from mmm_lib.model_pymc import posterior_draws  # noqa: E402
 from mmm_lib.plots import contributions as cplots  # noqa: E402
 from mmm_lib.spec import RunSpec  # noqa: E402
@@ -373,10 +374,16 @@ def test_contribute_stage_writes_the_five_artifacts(outputs_root, tmp_path):
     run.write_json("diagnostics.json", {"passed": True})
     assert contrib.diagnostics_banner(run) == "diagnostics passed"
 
-    assert set(contrib.roi_table(res.roi).columns) >= {"roi", "roi_low", "roi_high", "spend"}
-    assert list(contrib.contribution_table(res.summary).index) == ["baseline", *DRIVERS]
-    assert contrib.headline(res)["best_roi"].startswith("act_tv")
-    assert contrib.fit_metrics_table(res.fit_metrics).loc["periods", "fitted window"] == N_EST
+    rt = contrib.roi_table(res.roi)
+    assert list(rt.columns) == ["spend", contrib.INCREMENTAL_LABEL, "90% interval", "ROI", "ROI 90% interval", "verdict"]
+    tv = next(r for r in res.roi["channels"] if r["channel"] == "act_tv")
+    assert rt.loc["TV", "ROI"] == f"{tv['roi']:.2f}" and rt.loc["TV", "spend"] == f"{tv['spend']:,.0f}"
+    ct = contrib.contribution_table(res.summary)
+    assert list(ct.index) == ["Baseline", *(display_name(d) for d in DRIVERS)]
+    assert contrib.DECOMPOSITION_LABEL in ct.columns and contrib.INCREMENTAL_LABEL in ct.columns
+    assert ct.loc["Baseline", contrib.INCREMENTAL_LABEL] == "–"  # no counterfactual for the baseline, never <NA>
+    assert contrib.headline(res)["best_roi"].startswith("TV")
+    assert contrib.fit_metrics_table(res.fit_metrics).loc["periods", "fitted window"] == f"{N_EST:,}"
 
 
 def test_plots_return_figures():
@@ -432,3 +439,83 @@ def test_roi_matches_the_sample_generators_known_truth():
     for ch, roi in truth["roi"].items():
         assert rows[ch]["roi"] == pytest.approx(roi, rel=1e-9)
         assert rows[ch]["contribution"] == pytest.approx(truth["contribution"][ch], rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------ report text and tables
+
+
+def _roi_row(ch, roi, lo, hi, spend=1_234_567.0):
+    return {"channel": ch, "spend_col": f"spend_{ch}", "spend": spend, "contribution": roi * spend,
+            "contribution_low": lo * spend, "contribution_high": hi * spend, "roi": roi, "roi_low": lo, "roi_high": hi}
+
+
+ROI_DOC = {
+    "interval": 0.9,
+    "channels": [_roi_row("act_tv", 1.61, 1.21, 2.05), _roi_row("act_digital", 0.52, 0.31, 0.84),
+                 _roi_row("act_search", 1.1, 0.81, 2.65),
+                 {**_roi_row("act_print", 0, 0, 0, spend=0.0), "roi": None, "roi_low": None, "roi_high": None}],
+    "channels_without_spend": ["act_radio"],
+    "notes": {},
+}
+SUMMARY_DOC = {
+    "interval": 0.9,
+    "window": {"start": "2023-01-02", "end": "2024-12-30", "n_periods": 104},
+    "baseline": {"contribution": 8.0e6, "contribution_low": 7.5e6, "contribution_high": 8.4e6,
+                 "share": 0.8, "share_low": 0.75, "share_high": 0.84},
+    "channels": [{"channel": "act_tv", "contribution": 2.0e6, "contribution_low": 1.6e6, "contribution_high": 2.5e6,
+                  "share": 0.2, "share_low": 0.16, "share_high": 0.25,
+                  "incremental": 2.1e6, "incremental_low": 1.5e6, "incremental_high": 2.6e6}],
+}  # fmt: skip
+
+
+def test_verdict_pays_back_only_when_the_whole_interval_is_above_one():
+    assert contrib.roi_verdict({"roi": 1.6, "roi_low": 1.01, "roi_high": 2}) == "pays back"
+    assert contrib.roi_verdict({"roi": 0.5, "roi_low": 0.3, "roi_high": 0.99}) == "does not pay back"
+    assert contrib.roi_verdict({"roi": 1.1, "roi_low": 0.8, "roi_high": 2.6}) == "inconclusive"
+    assert contrib.roi_verdict({"roi": 1.1, "roi_low": 1.0, "roi_high": 2.6}) == "inconclusive"  # touching 1 is not above
+    assert contrib.roi_verdict({"roi": None, "roi_low": None, "roi_high": None}) == "no ROI"
+
+
+def test_executive_summary_has_one_sentence_per_channel_and_the_media_share():
+    s = contrib.executive_summary(ROI_DOC, SUMMARY_DOC, {"act_search": "Paid search"})
+    assert s.sentences[0].startswith("Media drove 20.0% of fitted sales from 2023-01-02 to 2024-12-30 (90%: 16.0–25.0%)")
+    assert s.sentences[1] == "TV returned 1.61 per unit of spend (90%: 1.21–2.05): pays back."
+    assert s.sentences[2] == "Digital returned 0.52 per unit of spend (90%: 0.31–0.84): does not pay back."
+    assert s.sentences[3].startswith("Paid search returned 1.10 per unit of spend (90%: 0.81–2.65): inconclusive")
+    assert s.sentences[4] == "Print had no spend in the window, so it has no ROI."
+    assert s.sentences[5] == "Radio has no spend data, so it has no ROI."
+    assert len(s.sentences) == 6 and str(s) == "\n".join(s.sentences)
+
+
+def test_executive_summary_html_escapes_names():
+    doc = {**ROI_DOC, "channels": [_roi_row("act_<b>x</b>", 2.0, 1.5, 2.5)], "channels_without_spend": []}
+    html = contrib.executive_summary(doc, SUMMARY_DOC)._repr_html_()
+    assert "<b>x</b>" not in html and "&lt;b&gt;" in html
+
+
+def test_tables_are_formatted_for_reading():
+    rt = contrib.roi_table(ROI_DOC, {"act_tv": "Television"})
+    assert list(rt.index) == ["Television", "Digital", "Search", "Print"]  # no 0..N index
+    assert rt.loc["Television", "spend"] == "1,234,567"
+    assert rt.loc["Television", contrib.INCREMENTAL_LABEL] == "1,987,653"
+    assert rt.loc["Television", "ROI"] == "1.61" and rt.loc["Television", "ROI 90% interval"] == "1.21 – 2.05"
+    assert rt.loc["Print", "ROI"] == "–" and rt.loc["Print", "verdict"] == "no ROI"
+    ct = contrib.contribution_table(SUMMARY_DOC)
+    assert ct.loc["Baseline", contrib.DECOMPOSITION_LABEL] == "8,000,000"
+    assert ct.loc["TV", f"{contrib.DECOMPOSITION_LABEL} (%)"] == "20.0%"
+    assert ct.loc["TV", contrib.INCREMENTAL_LABEL] == "2,100,000"
+    for t in (rt, ct):
+        text = t.to_string()
+        assert "<NA>" not in text and "nan" not in text.lower() and "e+" not in text
+    fm = contrib.fit_metrics_table({"r2": 0.91234, "mape": 3.456, "rmse": 123456.789, "n_obs": 104,
+                                    "mape_excluded_zero_actual": 0, "holdout": None})  # fmt: skip
+    assert fm.loc["RMSE (target units)", "fitted window"] == "123,456.79"
+    assert fm.loc["R²", "fitted window"] == "0.9123"
+    ent = contrib.entity_roi_table({"channels": ROI_DOC["channels"][:1],
+                                    "entities": [{"entity_id": "s1", "channels": [_roi_row("act_tv", 1.5, 1.2, 1.9)]}]})
+    assert ent.loc["s1", "TV"] == "1.50 [1.20 – 1.90]"
+
+
+def test_channel_names_table_maps_shown_names_to_data_columns():
+    t = contrib.channel_names_table(SUMMARY_DOC, {"act_tv": "Television"})
+    assert t.loc["Television", "column in the data"] == "act_tv"

@@ -50,5 +50,8 @@ def test_channels_without_spend_have_no_curve_and_table_reads_at_observed_spend(
     curves, roi = curves_and_roi
     assert set(curves["channel"]) == {c["channel"] for c in roi["channels"]}  # act_radio has no spend column
     t = curve_table(curves)
-    assert list(t.columns) == ["spend", "marginal_roi", "marginal_roi_below_1_from_spend"]
+    assert list(t.columns) == ["spend", "marginal ROI at current spend", "marginal ROI falls below 1 from spend"]
+    tv = next(r for r in roi["channels"] if r["channel"] == "act_tv")
+    assert t.loc["TV", "spend"] == f"{tv['spend']:,.0f}"  # display names, thousands separators
+    assert "e+" not in t.to_string()
     assert plot_response_curves(curves) is not None

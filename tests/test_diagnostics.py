@@ -232,14 +232,19 @@ def test_trace_and_rank_plots_return_figures():
     idata = make_idata(n_draws=200, shift_beta_tv=0.2)
     fig = plot_trace(idata)
     assert isinstance(fig, Figure)
-    # main parameters by default: 3 betas, sigma_beta, intercept, sigma, nu -> 7 rows x 2 panels
-    assert len(fig.axes) == 14
+    # main parameters by default: 3 betas, sigma_beta, the control's gamma, intercept, sigma, nu -> 8 rows x 2 panels
+    assert len(fig.axes) == 16
     assert [a.get_ylabel() for a in fig.axes[::2]] == [
-        "beta[act_tv]", "beta[act_digital]", "beta[act_radio]", "sigma_beta", "intercept", "sigma", "nu"]  # fmt: skip
+        "beta[act_tv]", "beta[act_digital]", "beta[act_radio]", "sigma_beta", "gamma[ctrl_price_index]",
+        "intercept", "sigma", "nu"]  # fmt: skip
     assert fig.axes[-1].get_xlabel() == "draw (after tuning)"
     fig = plot_rank(idata, var_names=["beta", "gamma"])
     titles = [a.get_title() for a in fig.axes if a.get_visible() and a.get_title()]
     assert titles == ["beta[act_tv]", "beta[act_digital]", "beta[act_radio]", "gamma[ctrl_price_index]"]
+    fig.canvas.draw()
+    for ax in (a for a in fig.axes if a.get_visible() and a.get_title()):  # a labelled vertical scale
+        assert ax.yaxis.get_visible() and any(t.get_text() for t in ax.get_yticklabels())
+    assert "gamma[ctrl_price_index]" in [a.get_title() for a in plot_rank(idata).axes]  # controls by default
     fig.savefig(io.BytesIO(), format="png")
     assert plt.get_fignums() == []
     with pytest.raises(ValueError, match="no variable"):

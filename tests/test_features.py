@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -318,3 +320,35 @@ def test_plots_return_figures():
     ):
         assert isinstance(fig, Figure) and fig.axes
     assert len(plot_hill_curves(df, meta, scaler).axes) == len(DRIVERS)
+
+
+def test_correlation_heatmap_is_annotated_centred_at_zero_and_labelled():
+    from mmm_lib.plots.features import plot_feature_correlations
+
+    df, info = make_canonical()
+    f, meta, scaler = build_features(df, info, make_spec())
+    cols = feature_columns(meta)
+    fig = plot_feature_correlations(f, meta)
+    ax = fig.axes[0]
+    im = ax.images[0]
+    assert im.norm.vmin == -1 and im.norm.vmax == 1 and im.get_cmap().name.startswith("RdBu")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[: len(DRIVERS)] == DRIVERS and not any("__" in x for x in labels)  # readable, no prefixes
+    corr = feature_correlations(f, meta).to_numpy()
+    texts = [t.get_text() for t in ax.texts if t.get_text()]
+    assert len(texts) == len(cols) * (len(cols) - 1)  # every pair annotated, the diagonal left blank
+    assert f"{round(corr[0, 1], 2) + 0.0:.2f}" in texts and "-0.00" not in texts
+    fig.savefig(io.BytesIO(), format="png")
+
+
+def test_report_views_format_numbers_for_reading():
+    from mmm_lib.features import channel_settings_view, features_headline_view
+
+    df, info = make_canonical()
+    f, meta, scaler = build_features(df, info, make_spec())
+    scaler["media"]["act_tv"]["adstock_max"] = 851.5303
+    scaler["media"]["act_radio"]["adstock_max"] = 2451092.4
+    html = channel_settings_view(meta, scaler).to_html()
+    assert "851.5" in html and "2,451,092" in html and "e+0" not in html and "&lt;NA&gt;" not in html
+    assert ">0<" not in html.replace(" ", "")  # no 0..N index column
+    assert "estimation rows" in features_headline_view(f, meta).to_html()

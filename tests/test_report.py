@@ -61,3 +61,23 @@ def test_status_transitions_record_error_and_stage(tmp_path):
     assert saved["status"] == "failed" and saved["error"] == "04_fit: ValueError: boom"
     assert saved["traceback"] == "tb" and saved["stages"]["04_fit"]["duration_s"] == 3.0
     assert saved["stages"]["05_diagnose"]["status"] == "pending"
+
+
+def test_index_is_rendered_from_the_jinja_template_with_every_user_string_escaped(tmp_path):
+    run = tmp_path / "r3"
+    run.mkdir()
+    st = status.new_status("r3")
+    status.mark_stage(run, st, "01_validate", "running")
+    status.mark_stage(run, st, "01_validate", "failed", duration_s=0.2, error=f"ValueError: {EVIL}")
+    write_json(run / "run_spec.json", {"data_path": f"/d/{EVIL}.csv", "grain": EVIL, "target_col": EVIL,
+                                       "drivers": [EVIL, "act_tv"]})
+    write_json(run / "validation_summary.json", {"n_rows": 10, "n_entities": 1, "n_periods": 10,
+                                                 "counts": {"error": 1, "warning": 0}})
+    page = report.write_index(run).read_text()
+    assert (report.TEMPLATES / "run_index" / "index.html.j2").is_file()
+    parsed = _parse(run / "index.html")
+    assert "script" not in parsed.tags
+    text = "".join(parsed.text)
+    assert text.count(EVIL) >= 5  # data path, grain, target, drivers, run error, stage error
+    assert "Run failed" in text and "1 errors, 0 warnings" in text
+    assert "&lt;script&gt;" in page

@@ -335,7 +335,18 @@ def test_short_history_and_low_ratio():
 def test_short_carryover():
     df = make_panel(n_periods=115)  # 24 months estimation + ~2 of 6 carryover months
     f = find(validate(df, make_spec()), "SHORT_HISTORY")
-    assert "carryover has" in f.message
+    assert "carryover has 11 weeks instead of 26 (6 months)" in f.message
+
+
+def test_two_whole_years_of_weeks_are_not_short_history():
+    """104 Mondays with 12 + 12 month windows fill them exactly: the boundaries are snapped to week starts."""
+    spec = make_spec(windows={"carryover_months": 12, "estimation_months": 12})
+    report = validate(make_panel(n_periods=104, start="2021-01-25"), spec)
+    assert "SHORT_HISTORY" not in report.codes()
+    # 100 weeks ending on the same Monday really are short: 48 of the carryover window's 52 weeks
+    f = find(validate(make_panel(n_periods=100, start="2021-02-22"), spec), "SHORT_HISTORY")
+    assert f.severity == "warning" and f.details["carryover_start"] == "2021-01-25"
+    assert "data starts 2021-02-22" in f.message and "carryover has 48 weeks instead of 52 (12 months)" in f.message
 
 
 # --------------------------------------------------------------------------- series content

@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from ..labels import display_names
 from . import note_figure
 
 
@@ -97,7 +98,7 @@ def plot_fit(
     return fig
 
 
-def plot_decomposition(timeseries: pd.DataFrame, target: str = "sales") -> Figure:
+def plot_decomposition(timeseries: pd.DataFrame, target: str = "sales", labels: dict[str, str] | None = None) -> Figure:
     """Stacked area of the posterior-mean baseline and channel contributions over time.
 
     The layers add up to the posterior-mean fitted value of each period.
@@ -108,6 +109,8 @@ def plot_decomposition(timeseries: pd.DataFrame, target: str = "sales") -> Figur
         ``contributions.parquet`` (long: ``period_start``, ``component``, ``mean``, ...).
     target
         Name of the target, for the axis label.
+    labels
+        The run spec's ``labels`` (display names of channels).
     """
     timeseries = brand_rows(timeseries)
     wide = timeseries.pivot(index="period_start", columns="component", values="mean").sort_index()
@@ -116,7 +119,8 @@ def plot_decomposition(timeseries: pd.DataFrame, target: str = "sales") -> Figur
     fig = Figure(figsize=(10, 4.5), layout="constrained")
     ax = fig.subplots()
     colors = ["0.75"] + [f"C{i % 10}" for i in range(len(wide.columns) - 1)]
-    ax.stackplot(pd.to_datetime(wide.index), wide.to_numpy(dtype=float).T, labels=list(wide.columns),
+    names = display_names(wide.columns, labels)
+    ax.stackplot(pd.to_datetime(wide.index), wide.to_numpy(dtype=float).T, labels=[names[c] for c in wide.columns],
                  colors=colors, alpha=0.9)  # fmt: skip
     ax.set_title("Fitted sales decomposed: baseline + channel contributions (posterior mean)")
     ax.set_xlabel("period start")
@@ -126,7 +130,7 @@ def plot_decomposition(timeseries: pd.DataFrame, target: str = "sales") -> Figur
     return fig
 
 
-def plot_roi(roi: dict[str, Any]) -> Figure:
+def plot_roi(roi: dict[str, Any], labels: dict[str, str] | None = None) -> Figure:
     """ROI per channel (posterior mean) with its interval, horizontal, and a break-even line at 1.
 
     Parameters
@@ -134,10 +138,14 @@ def plot_roi(roi: dict[str, Any]) -> Figure:
     roi
         ``roi_metrics.json``; channels whose ROI is null (no spend in the window) are listed in the
         caption instead.
+    labels
+        The run spec's ``labels`` (display names of channels).
     """
+    cols = [c["channel"] for c in roi.get("channels", [])] + [str(c) for c in roi.get("channels_without_spend", [])]
+    names = display_names(cols, labels)
     rows = [c for c in roi.get("channels", []) if c.get("roi") is not None]
-    skipped = [c["channel"] for c in roi.get("channels", []) if c.get("roi") is None]
-    skipped += list(roi.get("channels_without_spend", []))
+    skipped = [names[c["channel"]] for c in roi.get("channels", []) if c.get("roi") is None]
+    skipped += [names[str(c)] for c in roi.get("channels_without_spend", [])]
     fig = Figure(figsize=(8, 0.6 * max(len(rows), 2) + 1.6), layout="constrained")
     ax = fig.subplots()
     if rows:
@@ -149,7 +157,7 @@ def plot_roi(roi: dict[str, Any]) -> Figure:
         band = f"posterior mean, {_pct(roi.get('interval', 0.9))} interval"
         ax.errorbar(m, y, xerr=[np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)], fmt="o", color="tab:blue",
                     ecolor="tab:blue", capsize=4, label=band)  # fmt: skip
-        ax.set_yticks(y, [c["channel"] for c in rows])
+        ax.set_yticks(y, [names[c["channel"]] for c in rows])
         ax.axvline(1.0, color="tab:red", ls="--", lw=1.2, label="break-even (ROI = 1)")
         ax.legend(loc="best", fontsize=8)
     else:
@@ -165,7 +173,7 @@ def plot_roi(roi: dict[str, Any]) -> Figure:
     return fig
 
 
-def plot_contribution_share(summary: dict[str, Any]) -> Figure:
+def plot_contribution_share(summary: dict[str, Any], labels: dict[str, str] | None = None) -> Figure:
     """Each channel's share of fitted sales over the window (decomposition), with its interval.
 
     Parameters
@@ -173,7 +181,10 @@ def plot_contribution_share(summary: dict[str, Any]) -> Figure:
     summary
         ``contribution_summary.json``; the baseline's share goes in the title so the channel bars
         stay readable.
+    labels
+        The run spec's ``labels`` (display names of channels).
     """
+    names = display_names([c["channel"] for c in summary.get("channels", [])], labels)
     # colours follow channel order, as in plot_decomposition, so a channel looks the same in both
     colour = {c["channel"]: f"C{i % 10}" for i, c in enumerate(summary.get("channels", []))}
     chans = sorted(summary.get("channels", []), key=lambda c: c["share"])
@@ -186,20 +197,20 @@ def plot_contribution_share(summary: dict[str, Any]) -> Figure:
     ax.barh(y, m, color=[colour[c["channel"]] for c in chans], alpha=0.85)
     ax.errorbar(m, y, xerr=[np.clip(m - lo, 0, None), np.clip(hi - m, 0, None)], fmt="none", ecolor="black",
                 capsize=4, label=f"{_pct(summary.get('interval', 0.9))} interval")  # fmt: skip
-    ax.set_yticks(y, [c["channel"] for c in chans])
+    ax.set_yticks(y, [names[c["channel"]] for c in chans])
     b = summary["baseline"]
     ax.set_title(
-        f"Share of fitted sales by channel (baseline: {b['share'] * 100:.1f}%, "
+        f"Decomposition share of fitted sales by channel (baseline: {b['share'] * 100:.1f}%, "
         f"{b['share_low'] * 100:.1f}–{b['share_high'] * 100:.1f}%)"
     )
-    ax.set_xlabel("share of fitted sales over the estimation window (%)")
+    ax.set_xlabel("decomposition share of fitted sales over the estimation window (%)")
     ax.set_ylabel("channel")
     if len(chans):
         ax.legend(loc="lower right", fontsize=8)
     return fig
 
 
-def plot_entity_roi(roi: dict[str, Any]) -> Figure:
+def plot_entity_roi(roi: dict[str, Any], labels: dict[str, str] | None = None) -> Figure:
     """ROI per channel and entity (entity-level models): one panel per channel, entities sorted by ROI.
 
     The brand's ROI (all entities together) is the red line with its band; entities far from it with
@@ -224,20 +235,21 @@ def plot_entity_roi(roi: dict[str, Any]) -> Figure:
         ax.axvspan(b["roi_low"], b["roi_high"], color="tab:red", alpha=0.12)
         ax.axvline(b["roi"], color="tab:red", lw=1.2, label="brand")
         ax.set_yticks(y, [p[0] for p in pts], fontsize=7)
-        ax.set_title(ch)
+        ax.set_title(display_names([ch], labels)[ch])
         ax.set_xlabel("ROI (sales per unit of spend)")
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"ROI by entity ({_pct(roi.get('interval', 0.9))} intervals); red: the brand")
     return fig
 
 
-def plot_response_curves(curves: pd.DataFrame, target: str = "sales") -> Figure:
+def plot_response_curves(curves: pd.DataFrame, target: str = "sales", labels: dict[str, str] | None = None) -> Figure:
     """Incremental sales vs spend per channel over the estimation window, with the interval band.
 
     The dot is the observed spend; the dashed line has slope 1 (each unit of spend returns one unit of
     sales): where the curve's slope falls below it, extra spend no longer pays back.
     """
     channels = list(pd.unique(curves["channel"]))
+    names = display_names(channels, labels)
     fig = Figure(figsize=(3.8 * len(channels), 3.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(channels), squeeze=False)).ravel()
     for ax, ch in zip(axes, channels):
@@ -247,7 +259,7 @@ def plot_response_curves(curves: pd.DataFrame, target: str = "sales") -> Figure:
         now = g.loc[(g["multiplier"] - 1.0).abs().idxmin()]
         ax.plot([now["spend"]], [now["incremental"]], "o", color="black", label="observed spend")
         ax.plot(g["spend"], g["spend"], ls="--", color="0.5", lw=0.8, label="break-even")
-        ax.set_title(f"{ch}: marginal ROI {now['marginal_roi']:.2f} at current spend", fontsize=9)
+        ax.set_title(f"{names[ch]}: marginal ROI {now['marginal_roi']:.2f} at current spend", fontsize=9)
         ax.set_xlabel("spend over the window")
         ax.xaxis.set_major_formatter(_SHORT)
         ax.yaxis.set_major_formatter(_SHORT)

@@ -189,14 +189,26 @@ def plot_canonical_series(canonical_df: pd.DataFrame, column_info: Mapping[str, 
         One panel for the target, one per driver (activity on the left axis, spend on the right)
         and one for the controls; carryover shaded grey, estimation green.
     """
-    df = canonical_df.sort_values(PERIOD_COL, kind="stable").reset_index(drop=True)
-    dates = pd.to_datetime(df[PERIOD_COL])
     target = column_info["target"]
     drivers = list(column_info["drivers"])
     controls = list(column_info.get("controls") or [])
     spend = dict(column_info.get("spend") or {})
+    df = canonical_df
+    if ENTITY_COL in df and df[ENTITY_COL].nunique() > 1:
+        # An entity-level run keeps every store/geo: one line through all their rows zigzags between
+        # them. Show the brand total the titles promise, each column aggregated as 02 aggregated it.
+        aggs = dict(column_info.get("aggregation") or {})
+        cols = [c for c in dict.fromkeys([target, *drivers, *spend.values(), *controls]) if c and c in df]
+        how = {c: "mean" if aggs.get(c) == "mean" else "sum" for c in cols}
+        how[WINDOW_COL] = "first"
+        df = df.groupby(PERIOD_COL, as_index=False).agg(how)
+    df = df.sort_values(PERIOD_COL, kind="stable").reset_index(drop=True)
+    dates = pd.to_datetime(df[PERIOD_COL])
     n = 1 + len(drivers) + (1 if controls else 0)
     fig = Figure(figsize=(10, 2.0 * n + 0.8), layout="constrained")
+    # The spend axes are twins on the right: a wider pad keeps their two-line labels inside the figure
+    # at any dpi (the default 3 pt clipped the last letters in reports).
+    fig.get_layout_engine().set(w_pad=0.12, h_pad=0.06)
     axes = np.atleast_1d(fig.subplots(n, 1, sharex=True))
 
     is_est = (df[WINDOW_COL] == "estimation").to_numpy()

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import matplotlib.dates as mdates
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from ..features import ESTIMATION, canonical_activity, hill, media_stages
+from .data import _compact_number
 
 
 def _date_axis(ax: Any) -> None:
@@ -56,11 +58,13 @@ def plot_media_transforms(
     dates = pd.to_datetime(df["period_start"])
     width = float(np.median(np.diff(dates.to_numpy()).astype("timedelta64[D]").astype(float))) * 0.8 if len(df) > 1 else 5.0
     fig = Figure(figsize=(10, 2.4 * len(chans) + 0.6), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.12)  # room for the right (twin) axis label
     axes = np.atleast_1d(fig.subplots(len(chans), 1, sharex=True))
     for j, (ax, ch) in enumerate(zip(axes, chans)):
         _shade_estimation(ax, dates, df["window"], label=j == 0)
         ax.bar(dates, act[:, j], width=width, color="0.75", label="raw activity (left axis)")
         ax.set_ylabel(f"{ch['driver']}\n(activity units)")
+        ax.yaxis.set_major_formatter(mticker.FuncFormatter(_compact_number))  # 1.5M, not a "1e6" offset
         ax2 = ax.twinx()
         ax2.plot(dates, scaled[:, j], color="tab:blue", lw=1.4,
                  label=f"adstock, decay {ch['decay']:g} ÷ max (right)")  # fmt: skip
@@ -147,4 +151,57 @@ def plot_seasonality_trend(features_df: pd.DataFrame, feature_metadata: Mapping[
     for a in fig.axes:
         _date_axis(a)
     fig.axes[-1].set_xlabel("period start")
+    return fig
+
+
+def _regressor_label(feature: str) -> str:
+    """``media__act_tv`` → ``act_tv``, ``ctrl__ctrl_price`` → ``ctrl_price``, ``season__sin1`` → ``season sin1``."""
+    for prefix in ("media__", "ctrl__"):
+        if feature.startswith(prefix):
+            return feature[len(prefix):]
+    return feature.replace("__", " ")
+
+
+def plot_feature_correlations(features_df: pd.DataFrame, feature_metadata: Mapping[str, Any]) -> Figure:
+    """Heatmap of the Pearson correlations between the regressors over the estimation window.
+
+    Each cell is annotated with its value; the diverging colour scale is centred at 0 (blue negative,
+    red positive, white none), so the pairs the model will find hard to separate (near ±1) stand out.
+    Rows and columns are the media features first, then controls, seasonality and trend.
+    """
+    from ..features import feature_correlations
+
+    corr = feature_correlations(features_df, feature_metadata)
+    labels = [_regressor_label(str(c)) for c in corr.columns]
+    n = len(labels)
+    side = max(4.5, 0.62 * n + 2.2)
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.subplots()
+    import matplotlib as mpl
+
+    values = corr.to_numpy(dtype=float)
+    shown = values.copy()
+    np.fill_diagonal(shown, np.nan)  # a regressor with itself (always 1) would be the loudest cell: grey it out
+    cmap = mpl.colormaps["RdBu_r"].with_extremes(bad="0.92")
+    im = ax.imshow(shown, cmap=cmap, vmin=-1, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            v = values[i, j]
+            if i == j or not np.isfinite(v):
+                ax.text(j, i, "" if np.isfinite(v) else "n/a", ha="center", va="center", fontsize=8, color="0.5")
+                continue
+            ax.text(j, i, f"{round(v, 2) + 0.0:.2f}", ha="center", va="center", fontsize=8 if n > 10 else 9,
+                    color="white" if abs(v) >= 0.6 else "0.15", fontweight="bold" if abs(v) >= 0.7 else None)  # fmt: skip
+    ax.set_xticks(range(n), labels, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels)
+    ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", lw=1.5)
+    ax.tick_params(which="minor", length=0)
+    ax.tick_params(which="major", length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="correlation (−1 … 0 … +1)")
+    ax.set_title("Correlation between regressors over the estimation window\n"
+                 "(bold: |r| ≥ 0.7, effects hard to separate)", fontsize=10)  # fmt: skip
     return fig

@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..model_pymc import _posterior_dataset, _select, parameter_names
 from . import note_figure
 
-MAIN_PARAMETERS = ("beta", "sigma_beta", "decay", "half_saturation", "hill_slope", "logistic_lam", "intercept", "sigma", "nu")
+MAIN_PARAMETERS = ("beta", "sigma_beta", "decay", "half_saturation", "hill_slope", "logistic_lam", "gamma", "intercept", "sigma", "nu")
 
 _VAR_LABEL = {
     "beta": "channel coefficient beta (log-lift of sales at media = 1: the typical active level when transforms are learned)",
@@ -182,7 +183,8 @@ def plot_trace(idata: Any, var_names: list[str] | tuple[str, ...] | None = None)
 
     Healthy chains overlap on the left and look like stationary, well-mixed noise on the right.
     ``var_names`` defaults to the main parameters (``beta``, ``sigma_beta``, the learned transforms,
-    ``intercept``, ``sigma``, ``nu``; per-entity vectors are left out). One row per scalar parameter,
+    the control coefficients ``gamma`` (controls, seasonality, trend), ``intercept``, ``sigma``, ``nu``;
+    per-entity vectors are left out). One row per scalar parameter,
     labelled as in the summary tables (``beta[act_tv]``).
     """
     import arviz_plots as azp
@@ -212,7 +214,8 @@ def plot_rank(idata: Any, var_names: list[str] | tuple[str, ...] | None = None) 
 
     All draws are ranked together; when the chains agree each chain's ranks are uniform and its
     line stays near zero. ArviZ's multi-chain test marks the stretches where a chain departs more
-    than chance allows in black and prints its p-value (``p`` below ``α`` = chains disagree).
+    than chance allows in black and prints its p-value (``p`` below ``α`` = chains disagree). Every
+    panel shares one labelled vertical scale. ``var_names`` defaults as in :func:`plot_trace`.
     """
     import arviz_plots as azp
 
@@ -232,9 +235,16 @@ def plot_rank(idata: Any, var_names: list[str] | tuple[str, ...] | None = None) 
     lim = 1.1 * max(peak, 0.08)
     for ax in shown:
         ax.set_ylim(-lim, lim)
+        # arviz-plots hides the y axis; without it nobody can tell how far a chain strays from zero.
+        ax.spines["left"].set_visible(True)
+        ax.yaxis.set_visible(True)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, symmetric=True))
+        ax.tick_params(axis="y", left=True, labelleft=True, labelsize=7)
+        ax.axhline(0, color="0.75", lw=0.7, zorder=0)
         ax.set_title(ax.get_title(), fontsize=9, pad=14)
         ax.set_xlabel("")
     fig.supxlabel("rank of the draw among all chains' draws (0 = lowest, 1 = highest)", fontsize=9)
+    fig.supylabel("chain's rank ECDF minus the uniform ECDF", fontsize=9)
     fig.suptitle("Rank plots: one line per chain, flat near zero when the chains agree; black stretches and p below α "
                  "flag a chain that disagrees (same vertical scale in every panel)", fontsize=10)  # fmt: skip
     fig.set_layout_engine("constrained")
