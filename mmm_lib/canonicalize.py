@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .columns import ENTITY_COL, PERIOD_COL, column_map, seed_spec, to_seed_format
+from .columns import ENTITY_COL, PERIOD_COL, column_map, standard_spec, to_standard_columns
 from .spec import RunSpec, WindowsConfig
 
 WINDOW_COL = "window"
@@ -387,7 +387,7 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
     ----------
     raw_df
         The input panel as read (``raw_data.parquet``), in the file's own column names: the spec's
-        ``columns`` mapping (:func:`mmm_lib.columns.to_seed_format`) is applied first, giving
+        ``columns`` mapping (:func:`mmm_lib.columns.to_standard_columns`) is applied first, giving
         ``entity_id``, ``period_start``, the modelled target and the role columns. Other columns are
         dropped.
     spec
@@ -412,8 +412,8 @@ def canonicalize(raw_df: pd.DataFrame, spec: RunSpec) -> tuple[pd.DataFrame, dic
     """
     grain = spec.grain
     source_columns = column_map(spec).to_dict()
-    raw_df = to_seed_format(raw_df, spec)
-    spec = seed_spec(spec)
+    raw_df = to_standard_columns(raw_df, spec)
+    spec = standard_spec(spec)
     roles = resolve_roles(spec, raw_df.columns)
     cols = role_columns(roles)
     missing = [c for c in [ENTITY_COL, PERIOD_COL, *cols] if c not in raw_df.columns]

@@ -1,15 +1,15 @@
-"""Column mapping: a file in any layout → the seed's format, applied once at the start.
+"""Column mapping: a file in any layout → the standard columns, applied once at the start.
 
 The spec's ``columns`` section says which columns of the file hold the entity and the period, and
 whether the target is a product (Meridian's ``conversions × revenue_per_conversion``); drivers,
-controls and ``spend_cols`` already name the file's own columns. :func:`to_seed_format` turns the
-file as read into the seed's frame::
+controls and ``spend_cols`` already name the file's own columns. :func:`to_standard_columns` turns the
+file as read into the standard frame::
 
     entity_id, period_start, <modelled target>, drivers, spend columns, controls
 
-(a file with no entity column becomes one entity, :data:`SINGLE_ENTITY`), and :func:`seed_spec`
+(a file with no entity column becomes one entity, :data:`SINGLE_ENTITY`), and :func:`standard_spec`
 gives the spec in the same vocabulary. ``canonicalize`` starts with both, so every later stage sees
-seed names only. Validation reads the file as written and reports problems in the file's own
+standard names only. Validation reads the file as written and reports problems in the file's own
 column names (:class:`ColumnMap` tells it which is which).
 """
 
@@ -34,7 +34,7 @@ class ColumnMappingError(ValueError):
 
 @dataclass(frozen=True)
 class ColumnMap:
-    """Where the seed's key and target columns are in the file.
+    """Where the standard key and target columns are in the file.
 
     Attributes
     ----------
@@ -47,7 +47,7 @@ class ColumnMap:
     multiplier
         The column the target is multiplied by (``columns.target_multiplier``), or ``None``.
     target_name
-        The modelled target's name in the seed frame (``target_col`` without a multiplier).
+        The modelled target's name in the standard frame (``target_col`` without a multiplier).
     """
 
     entity: str | None = ENTITY_COL
@@ -89,7 +89,7 @@ class ColumnMap:
 
 
 def column_map(spec: RunSpec | None, target: str = "sales") -> ColumnMap:
-    """The spec's :class:`ColumnMap` (the seed's names, target ``target``, without a spec)."""
+    """The spec's :class:`ColumnMap` (the standard names, target ``target``, without a spec)."""
     if spec is None:
         return ColumnMap(target=target, target_name=target)
     c: ColumnsConfig = spec.columns
@@ -108,8 +108,8 @@ def suggest(name: str, columns: list[str]) -> str:
     return f" — did you mean {', '.join(repr(h) for h in hits[:3])}?" if hits else ""
 
 
-def seed_conflicts(spec: RunSpec) -> list[tuple[str, str]]:
-    """Role columns whose names clash with the seed names the mapping creates: ``(column, message)``.
+def standard_name_conflicts(spec: RunSpec) -> list[tuple[str, str]]:
+    """Role columns whose names clash with the standard names the mapping creates: ``(column, message)``.
 
     E.g. a control named ``period_start`` while ``columns.period`` is ``time``, or ``target_name``
     equal to a driver. (A driver that is its own spend column is allowed.)
@@ -122,7 +122,7 @@ def seed_conflicts(spec: RunSpec) -> list[tuple[str, str]]:
         if mapped != key:
             for col, what in roles:
                 if col == key:
-                    out.append((col, f"column {col!r} is {what}, but {col!r} is the seed name the mapping gives "
+                    out.append((col, f"column {col!r} is {what}, but {col!r} is the standard name the mapping gives "
                                      f"{spec_key} ({mapped!r}); rename the column in the file"))
     if cm.multiplier is not None:
         for col, what in [*roles, (ENTITY_COL, "the entity key"), (PERIOD_COL, "the period key")]:
@@ -132,10 +132,10 @@ def seed_conflicts(spec: RunSpec) -> list[tuple[str, str]]:
     return list(dict.fromkeys(out))
 
 
-def seed_spec(spec: RunSpec) -> RunSpec:
-    """The spec in the seed's vocabulary: ``target_col`` is the modelled target, ``columns`` the defaults.
+def standard_spec(spec: RunSpec) -> RunSpec:
+    """The spec in the standard vocabulary: ``target_col`` is the modelled target, ``columns`` the defaults.
 
-    Use it with a frame from :func:`to_seed_format`.
+    Use it with a frame from :func:`to_standard_columns`.
     """
     return spec.model_copy(update={"target_col": spec.modelled_target, "columns": ColumnsConfig()})
 
@@ -144,8 +144,8 @@ def _numeric(s: pd.Series) -> pd.Series:
     return pd.to_numeric(s, errors="coerce").astype("float64")
 
 
-def to_seed_format(raw_df: pd.DataFrame, spec: RunSpec, *, strict: bool = True) -> pd.DataFrame:
-    """The file as read → the seed's frame, by the spec's column mapping.
+def to_standard_columns(raw_df: pd.DataFrame, spec: RunSpec, *, strict: bool = True) -> pd.DataFrame:
+    """The file as read → the standard frame, by the spec's column mapping.
 
     Parameters
     ----------
@@ -178,13 +178,13 @@ def to_seed_format(raw_df: pd.DataFrame, spec: RunSpec, *, strict: bool = True) 
     df = raw_df.reset_index(drop=True)
     df.columns = cols
     cm = column_map(spec)
-    roles = resolve_roles(seed_spec(spec), cols)
+    roles = resolve_roles(standard_spec(spec), cols)
     wanted = [(c, key, role) for c, key, role in cm.required()]
     wanted += [(d, "drivers", "driver") for d in spec.drivers]
     wanted += [(s, f"spend_cols.{d}", "spend") for d, s in spec.spend_cols.items()]
     wanted += [(c, "controls", "control") for c in spec.controls]
     missing = [(c, key, role) for c, key, role in wanted if c not in cols]
-    conflicts = seed_conflicts(spec)
+    conflicts = standard_name_conflicts(spec)
     if conflicts and strict:
         raise ColumnMappingError("; ".join(m for _, m in conflicts))
     if missing and strict:

@@ -1,6 +1,6 @@
 """Datasets: add (keep the file byte-for-byte + parquet + validation), list, show, remove.
 
-The seed's ``/datasets`` endpoints as library calls; ``mmm datasets …`` prints their results.
+The dataset operations (add, list, show, columns, remove) as library calls; ``mmm datasets …`` prints their results.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def add_dataset(path: str | Path, dataset_id: str, *, force: bool = False, spec_
     ----------
     spec_path
         A run spec whose ``columns`` mapping, drivers and controls describe a file that is not in
-        the seed's naming (a Meridian or Robyn export); without it roles come from the seed's
+        the standard naming (a Meridian or Robyn export); without it roles come from the standard
         column names and prefixes.
     """
     from .raw_io import load_raw, parquet_safe
@@ -105,9 +105,9 @@ def raw_records(dataset_id: str, limit: int | None = None) -> list[dict[str, Any
 
 
 def column_types(dataset_id: str) -> dict[str, Any]:
-    """Column → role (id, target, driver, spend, control, other) and dtype, as the seed's /columns.
+    """Column → role (id, target, driver, spend, control, other) and dtype.
 
-    Roles are the ones validation resolved when the dataset was added (the seed's names, or the
+    Roles are the ones validation resolved when the dataset was added (the standard names, or the
     ``--spec`` mapping), so this never guesses differently from what was validated.
     """
     summary = show_dataset(dataset_id)["validation"]

@@ -1,8 +1,8 @@
 """Checks of the fitted model: convergence (the gate) and model checks (PSIS-LOO, posterior predictive).
 
 Convergence: R-hat < 1.01, ESS bulk and tail > 400, no divergences, E-BFMI > 0.2 in every chain, and
-fewer than 1 % of draws at the maximum tree depth (SEED_README "Diagnostics"). Each check gives one
-finding: ``info`` when it passes, ``warning`` when it fails, with the seed's troubleshooting advice as
+fewer than 1 % of draws at the maximum tree depth (the original design's "Diagnostics"). Each check gives one
+finding: ``info`` when it passes, ``warning`` when it fails, with the original design's troubleshooting advice as
 remedy. Their verdict is ``passed``: the diagnostics gate reads it.
 
 Model checks ask whether the model describes the data, not whether the sampler worked, and never
@@ -57,7 +57,7 @@ MODEL_CHECK_FAILURES = ("PARETO_K_HIGH", "PPC_COVERAGE_LOW", "PPC_COVERAGE_HIGH"
 # numpyro records only the depth; its default max_tree_depth is 10.
 NUMPYRO_MAX_TREE_DEPTH = 10
 
-# The seed's troubleshooting advice (SEED_README "Troubleshooting"); spec keys named as in params/*.yaml.
+# The original design's troubleshooting advice; spec keys named as in params/*.yaml.
 REMEDIES: dict[str, str] = {
     "RHAT_HIGH": (
         "Chains disagree. Increase tune (e.g. 2000) and target_accept (e.g. 0.95); check the data for "

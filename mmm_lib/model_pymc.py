@@ -356,7 +356,7 @@ def fit(model: Any, spec: Any, progress: bool = True) -> Any:
     xarray.DataTree
         ``posterior``, ``sample_stats``, ``observed_data``, ``constant_data``. The posterior attrs
         record ``mmm_sampler``, ``mmm_cores``, ``mmm_compile_time_s``, ``mmm_sampling_time_s``
-        and ``mmm_wall_time_s``. Same spec and seed give identical draws (fastmath is off, see
+        and ``mmm_wall_time_s``. Same spec and random_seed give identical draws (fastmath is off, see
         :mod:`mmm_lib.runtime`).
     """
     sampler = spec.sampler

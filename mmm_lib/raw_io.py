@@ -178,7 +178,7 @@ def load_raw(path: str | Path, spec: RunSpec | None = None) -> pd.DataFrame:
         Windows-1252 or Latin-1; optionally gzip-compressed) or a Parquet file.
     spec
         The run spec, for the names of its entity and period columns (``columns``), which are kept
-        as text; default the seed's ``entity_id`` and ``period_start``.
+        as text; default the standard ``entity_id`` and ``period_start``.
 
     Returns
     -------

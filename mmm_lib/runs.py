@@ -1,4 +1,4 @@
-"""Runs and their outputs: the seed's ``/runs`` and ``/outputs`` endpoints as library calls."""
+"""Runs and their outputs: listing, status, removal and outputs of runs as library calls."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from .storage import ArtifactMissing, outputs_root, read_json, read_records, run_dir
 
-# KIND -> artifact(s), as the seed's /outputs/{run_id}/{kind} endpoints.
+# KIND -> artifact(s) of `mmm outputs RUN KIND`.
 OUTPUT_KINDS = {
     "posterior_summary": "posterior_summary.json",
     "diagnostics": "diagnostics.json",

@@ -2,7 +2,7 @@
 
 The PyTensor/numba compile cache is shared by every run and every notebook kernel: a cold compile
 costs minutes, a warm one seconds (README "Performance"). Fastmath is off so a cold and a warm
-cache give bit-identical draws for the same seed (measured: numba's fastmath changes a cold compile's
+cache give bit-identical draws for the same random_seed (measured: numba's fastmath changes a cold compile's
 results, not a warm one's). docs/STACK.md has the measurements and the reasons.
 """
 

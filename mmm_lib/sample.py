@@ -1,6 +1,6 @@
 """The sample-data generator with known truth (``mmm sample``); it made ``data/mmm_sample_small.csv``.
 
-The true process is the seed model's structure at brand level, built with the same feature
+The true process is the baseline model's structure at brand level, built with the same feature
 functions the pipeline uses (:func:`mmm_lib.features.build_features` / ``media_features``)::
 
     log1p(brand_sales_t) = const + sum_c beta_c * media_c,t + gamma * price_t (standardized)
@@ -204,7 +204,7 @@ def generate_sample(
     likelihood: str = "normal",
     nu: float = 10.0,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Simulate seed-format weekly store data from the seed model, with the truth.
+    """Simulate weekly store data in the standard columns from the baseline model, with the truth.
 
     Parameters
     ----------
@@ -346,7 +346,7 @@ def generate_sample(
     log_sales = np.log1p(sales_cents / 100.0)
     truth: dict[str, Any] = {
         "description": (
-            "Known truth of the bundled sample: brand-level seed model "
+            "Known truth of the bundled sample: brand-level baseline model "
             "log1p(sales) = const + media @ beta + controls @ gamma + noise, with the media "
             "features of mmm_lib.features.media_features. expected_sales = expm1(mu), "
             "counterfactual_sales[c] = expm1(mu - beta_c * media_c) (noise-free)."
@@ -1007,7 +1007,7 @@ def meridian_like_panel(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """:func:`simulate_panel` in the shape of Meridian's simulated ``geo_media`` data (20 geos × 156 weeks × 4 channels).
 
-    Entities are ``geo_00`` …; columns and truth are those of :func:`simulate_panel` (seed format,
+    Entities are ``geo_00`` …; columns and truth are those of :func:`simulate_panel` (standard columns,
     unlike :func:`meridian_like`, which mimics Meridian's own column names). ``kw`` goes to
     :func:`simulate_panel`.
     """

@@ -1,4 +1,4 @@
-"""The run spec: one typed schema for ``params/*.yaml`` (the seed's run spec plus ``data_path``).
+"""The run spec: one typed schema for ``params/*.yaml`` (the standard run spec plus ``data_path``).
 
 Unknown keys are rejected with a "did you mean …?" hint; every error names the field,
 the bad value and what is allowed.
@@ -108,10 +108,10 @@ class ModelConfig(_Strict):
 
 
 class ColumnsConfig(_Strict):
-    """Which columns of the file hold the keys and the target, for files not in the seed's format.
+    """Which columns of the file hold the keys and the target, for files not in the standard columns.
 
-    The defaults are the seed's names. Everything after the mapping (validation messages aside,
-    which quote the file's own names) uses the seed's vocabulary: ``entity_id``, ``period_start``
+    The defaults are the standard names. Everything after the mapping (validation messages aside,
+    which quote the file's own names) uses the standard vocabulary: ``entity_id``, ``period_start``
     and the modelled target (``target_col``, or ``target_name`` when a multiplier is set).
     """
 
@@ -160,7 +160,7 @@ class DiagnosticsConfig(_Strict):
 
 
 class RunSpec(_Strict):
-    """A whole run: data, roles, features, windows and sampler settings (the seed's keys and defaults)."""
+    """A whole run: data, roles, features, windows and sampler settings (the standard keys and defaults)."""
 
     dataset_id: str | None = None
     data_path: str | None = None

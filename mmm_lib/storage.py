@@ -163,7 +163,7 @@ class Run:
     """One run folder plus its spec: what every notebook opens first.
 
     Stages talk only through the artifacts in :attr:`dir`; use :meth:`read_json`,
-    :meth:`write_parquet` etc. with the seed's artifact names.
+    :meth:`write_parquet` etc. with the standard artifact names.
     """
 
     run_id: str

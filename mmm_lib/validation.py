@@ -81,7 +81,7 @@ from .canonicalize import (
     resolve_roles,
     spend_for,
 )
-from .columns import ENTITY_COL, PERIOD_COL, SINGLE_ENTITY, column_map, seed_conflicts, suggest
+from .columns import ENTITY_COL, PERIOD_COL, SINGLE_ENTITY, column_map, standard_name_conflicts, suggest
 from .findings import Finding, count_by_severity, findings_table
 from .spec import FeatureConfig, RunSpec, WindowsConfig
 
@@ -539,7 +539,7 @@ def _check_roles(ctx: _Ctx) -> None:
                     "give each column exactly one role in the spec (columns, target_col, drivers, controls, spend_cols)",
                     [col])
     if ctx.spec is not None:
-        for col, msg in seed_conflicts(ctx.spec):
+        for col, msg in standard_name_conflicts(ctx.spec):
             ctx.add("error", "ROLE_CONFLICT", msg, "give each column exactly one role (rename it in the file or the spec)",
                     [col])
 
@@ -1068,7 +1068,7 @@ def _check_outliers(ctx: _Ctx) -> None:
 
 
 def validate(df: pd.DataFrame, spec: RunSpec | None = None) -> ValidationReport:
-    """Check an input table against a run spec (or, without one, against the seed's naming).
+    """Check an input table against a run spec (or, without one, against the standard naming).
 
     Parameters
     ----------

@@ -155,7 +155,7 @@ def test_a_real_fast_run_writes_valid_artifacts_byte_for_byte(outputs_root):
 
 
 def test_older_runs_validate_and_get_defaults(run):
-    # the seed-era model_metadata.json: fewer keys, in another order
+    # an early model_metadata.json: fewer keys, in another order
     old = {"model": "seed", "target_transform": "log1p", "target_center": 6.9, "likelihood": "StudentT",
            "channels": ["act_tv"], "channel_features": ["media__act_tv"], "controls": [], "control_features": [],
            "priors": {"beta": "HalfNormal(sigma_beta)"}, "sampler": {"nuts_sampler": "pymc", "draws": 10, "tune": 10,

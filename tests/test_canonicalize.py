@@ -120,7 +120,7 @@ def test_spend_cols_can_share_a_column():
 # --------------------------------------------------------------------------- windows
 
 
-def test_weekly_windows_follow_the_seed_rule():
+def test_weekly_windows_follow_the_standard_rule():
     raw = make_panel(n_periods=160)  # Mondays 2022-01-03 .. 2025-01-20
     can, info = canonicalize(raw, spec_for())
     w = info["windows"]

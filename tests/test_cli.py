@@ -1,4 +1,4 @@
-"""The `mmm` command: JSON on stdout, clear errors, the seed's dataset/run/output endpoints."""
+"""The `mmm` command: JSON on stdout, clear errors, the dataset, run and output commands."""
 
 import hashlib
 import json
@@ -112,7 +112,7 @@ def test_datasets_add_with_a_spec_validates_a_foreign_format(tmp_path, capsys):
         "drivers": ["Channel0_impression", "Channel1_impression"],
         "spend_cols": {"Channel0_impression": "Channel0_spend", "Channel1_impression": "Channel1_spend"},
         "controls": ["competitor_sales_control"]}))
-    # Without the mapping the seed's names are missing; with it the file is valid.
+    # Without the mapping the standard names are missing; with it the file is valid.
     assert main(["datasets", "add", str(csv), "--id", "plain"]) == 0
     assert _json(capsys)["validation_ok"] is False
     assert main(["datasets", "add", str(csv), "--id", "mer", "--spec", str(spec)]) == 0

@@ -1,4 +1,4 @@
-"""columns: the spec's mapping turns Meridian- and Robyn-shaped frames into the seed's format."""
+"""columns: the spec's mapping turns Meridian- and Robyn-shaped frames into the standard columns."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from mmm_lib.columns import (
     SINGLE_ENTITY,
     ColumnMappingError,
     column_map,
-    seed_conflicts,
-    seed_spec,
-    to_seed_format,
+    standard_name_conflicts,
+    standard_spec,
+    to_standard_columns,
 )
 from mmm_lib.sample import meridian_like, robyn_like
 from mmm_lib.spec import SpecError, parse_spec
@@ -36,9 +36,9 @@ def robyn_spec(**kw):
     return parse_spec(raw)
 
 
-def test_meridian_frame_becomes_seed_format_with_revenue_target():
+def test_meridian_frame_becomes_standard_columns_with_revenue_target():
     raw = meridian_like(n_geos=2, n_weeks=10)
-    out = to_seed_format(raw, meridian_spec())
+    out = to_standard_columns(raw, meridian_spec())
     assert list(out.columns) == ["entity_id", "period_start", "revenue", "Channel0_impression", "Channel1_impression",
                                  "Channel0_spend", "Channel1_spend", "competitor_sales_control"]
     assert out["entity_id"].tolist() == raw["geo"].tolist()
@@ -48,55 +48,55 @@ def test_meridian_frame_becomes_seed_format_with_revenue_target():
 
 
 def test_target_name_renames_the_product():
-    out = to_seed_format(meridian_like(n_geos=1, n_weeks=4), meridian_spec(target_name="sales_value"))
+    out = to_standard_columns(meridian_like(n_geos=1, n_weeks=4), meridian_spec(target_name="sales_value"))
     assert "sales_value" in out and "revenue" not in out
     assert meridian_spec(target_name="sales_value").modelled_target == "sales_value"
 
 
 def test_file_without_entity_column_is_one_entity_and_driver_can_be_its_own_spend():
     raw = robyn_like(n_weeks=20)
-    out = to_seed_format(raw, robyn_spec())
+    out = to_standard_columns(raw, robyn_spec())
     assert (out["entity_id"] == SINGLE_ENTITY).all() and len(out) == 20
     assert list(out.columns) == ["entity_id", "period_start", "revenue", "tv_S", "facebook_I", "facebook_S", "newsletter"]
     assert out["tv_S"].equals(raw["tv_S"])
 
 
-def test_defaults_reproduce_the_seed_format():
+def test_defaults_reproduce_the_standard_columns():
     seed = pd.DataFrame({"entity_id": ["a"], "period_start": ["2024-01-01"], "sales": [1.0], "act_tv": [2.0],
                          "spend_tv": [3.0], "other": [4]})
     spec = parse_spec({"data_path": "x.csv", "drivers": ["act_tv"]})
     assert column_map(spec).is_default
-    out = to_seed_format(seed, spec)
+    out = to_standard_columns(seed, spec)
     assert list(out.columns) == ["entity_id", "period_start", "sales", "act_tv", "spend_tv"]
-    assert seed_spec(spec) == spec
+    assert standard_spec(spec) == spec
 
 
 def test_missing_mapped_column_names_it_its_spec_key_and_close_matches():
     raw = meridian_like(n_geos=1, n_weeks=4).rename(columns={"geo": "Geo", "revenue_per_conversion": "rev_per_conv"})
     with pytest.raises(ColumnMappingError) as exc:
-        to_seed_format(raw, meridian_spec())
+        to_standard_columns(raw, meridian_spec())
     msg = str(exc.value)
     assert "entity column 'geo' (columns.entity in the spec) is not in the file — did you mean 'Geo'?" in msg
     assert "'revenue_per_conversion' (columns.target_multiplier in the spec)" in msg
     # not strict (the overview figure): the rest is still mapped
-    out = to_seed_format(raw, meridian_spec(), strict=False)
+    out = to_standard_columns(raw, meridian_spec(), strict=False)
     assert "entity_id" not in out and "revenue" not in out and "period_start" in out
 
 
-def test_seed_spec_speaks_the_seed_vocabulary():
-    s = seed_spec(meridian_spec())
+def test_standard_spec_speaks_the_standard_vocabulary():
+    s = standard_spec(meridian_spec())
     assert s.target_col == "revenue" and s.columns.entity == "entity_id" and s.columns.target_multiplier is None
     assert s.drivers == ["Channel0_impression", "Channel1_impression"]
 
 
-def test_role_column_named_like_a_seed_key_conflicts_with_the_mapping():
+def test_role_column_named_like_a_standard_key_conflicts_with_the_mapping():
     spec = robyn_spec(controls=["period_start"])
-    assert [c for c, _ in seed_conflicts(spec)] == ["period_start"]
+    assert [c for c, _ in standard_name_conflicts(spec)] == ["period_start"]
     raw = robyn_like(n_weeks=4).rename(columns={"newsletter": "period_start"})
-    with pytest.raises(ColumnMappingError, match="seed name"):
-        to_seed_format(raw, spec)
+    with pytest.raises(ColumnMappingError, match="standard name"):
+        to_standard_columns(raw, spec)
     clash = meridian_spec(target_name="Channel0_impression")
-    assert "also a driver" in seed_conflicts(clash)[0][1]
+    assert "also a driver" in standard_name_conflicts(clash)[0][1]
 
 
 @pytest.mark.parametrize(

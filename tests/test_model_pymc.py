@@ -167,7 +167,7 @@ def test_model_data_refuses_bad_inputs(breaker, match):
 
 
 def seed_reference_model(d):
-    """The seed model written exactly as in DESIGN.md (plain intercept), as a reference, on one entity's data."""
+    """The baseline model written exactly as in DESIGN.md (plain intercept), as a reference, on one entity's data."""
     import pymc as pm
 
     with pm.Model(coords={"channel": d.channels, "control": d.control_names}) as ref:
@@ -195,7 +195,7 @@ def test_build_model_has_the_seed_structure_and_priors():
     assert {"media", "controls", "z_target"} <= set(model.named_vars)
     np.testing.assert_allclose(model["z_target"].get_value(), mmm.data.z[0])
     np.testing.assert_allclose(model["media"].get_value(), mmm.data.media[0])
-    # prior draws match the seed's priors (moments of the documented distributions)
+    # prior draws match the baseline model's priors (moments of the documented distributions)
     draws = pm.draw([model["sigma"], model["nu"], model["gamma"], model["sigma_beta"]], draws=20_000, random_seed=1, mode="FAST_COMPILE")
     sigma, nu, gamma, sigma_beta = draws
     assert sigma.mean() == pytest.approx(np.sqrt(2 / np.pi), rel=0.05)  # HalfNormal(1)
@@ -205,7 +205,7 @@ def test_build_model_has_the_seed_structure_and_priors():
 
 
 def test_centred_intercept_gives_exactly_the_seed_models_density():
-    """Same log density as the plain seed model at random points: the reparameterization is exact.
+    """Same log density as the plain baseline model at random points: the reparameterization is exact.
 
     The intercept prior is evaluated at the deterministic ``intercept``, so a wrong centring
     formula would change the density too.

@@ -148,7 +148,7 @@ def test_pipeline_features_reproduce_the_true_features():
 
 
 def test_least_squares_recovers_the_true_coefficients():
-    """The process is the seed model: OLS of log1p(brand sales) on the features recovers it."""
+    """The process is the baseline model: OLS of log1p(brand sales) on the features recovers it."""
     spec = brand_spec()
     data, truth = generate_sample(spec=spec, seed=7, sigma=0.01)
     canonical, info = canonicalize(data, spec)

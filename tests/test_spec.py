@@ -7,7 +7,7 @@ from mmm_lib.spec import SpecError, load_spec, parse_spec
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_example_spec_loads_with_seed_defaults_and_resolved_path():
+def test_example_spec_loads_with_standard_defaults_and_resolved_path():
     spec = load_spec(REPO / "params" / "example.yaml")
     assert spec.grain == "WEEK" and spec.target_col == "sales"
     assert spec.drivers == ["act_tv", "act_digital", "act_radio"]
@@ -15,7 +15,7 @@ def test_example_spec_loads_with_seed_defaults_and_resolved_path():
     assert Path(spec.data_path).is_absolute() and Path(spec.data_path).name == "mmm_sample_small.csv"
 
 
-def test_seed_defaults_when_keys_omitted():
+def test_standard_defaults_when_keys_omitted():
     spec = parse_spec({"dataset_id": "d1", "drivers": ["act_tv"]})
     assert (spec.draws, spec.tune, spec.chains, spec.target_accept, spec.random_seed) == (1000, 1000, 2, 0.9, 42)
     fc = spec.feature_config
@@ -77,7 +77,7 @@ def test_missing_spec_file_message(tmp_path):
         load_spec(tmp_path / "nope.yaml")
 
 
-def test_columns_section_defaults_to_the_seed_names_and_takes_overrides(tmp_path):
+def test_columns_section_defaults_to_the_standard_names_and_takes_overrides(tmp_path):
     spec = parse_spec({"dataset_id": "d1", "drivers": ["act_tv"]})
     assert spec.columns.entity == "entity_id" and spec.columns.period == "period_start"
     assert spec.columns.target_multiplier is None and spec.modelled_target == "sales"

@@ -574,7 +574,7 @@ def test_missing_mapped_columns_are_named_as_in_the_spec_with_close_matches():
     assert "did you mean 'rev_per_conversion'" in hits[2].message
 
 
-def test_seed_file_without_entity_column_is_told_about_columns_entity_null():
+def test_standard_file_without_entity_column_is_told_about_columns_entity_null():
     f = find(validate(make_panel(n_entities=1).drop(columns=["entity_id"]), make_spec()), "MISSING_REQUIRED_COLUMN")
     assert f.columns == ["entity_id"] and "columns.entity: null" in f.remedy
 
