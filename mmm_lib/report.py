@@ -140,8 +140,12 @@ def _roi_context(run_dir: Path, provisional: bool = False) -> dict[str, Any] | N
     roi = _safe(run_dir, "roi_metrics.json")
     if not roi or not roi.get("channels"):
         return None
+    from .labels import display_names
+
+    labels = (_safe(run_dir, "run_spec.json") or {}).get("labels") or {}
+    names = display_names([str(c.get("channel")) for c in roi["channels"]], labels)
     channels = [
-        {"channel": str(c.get("channel")), "spend": _fmt(c.get("spend")), "contribution": _fmt(c.get("contribution")),
+        {"channel": names[str(c.get("channel"))], "spend": _fmt(c.get("spend")), "contribution": _fmt(c.get("contribution")),
          "roi": _fmt(c.get("roi")), "roi_low": _fmt(c.get("roi_low")), "roi_high": _fmt(c.get("roi_high"))}
         for c in roi["channels"]
     ]

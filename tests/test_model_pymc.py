@@ -356,7 +356,9 @@ def test_plot_coefficients_and_prior_posterior_return_figures():
     fig = plot_coefficients(dt, "beta")
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == CHANNELS[::-1]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Radio", "Digital", "TV"]  # display names
+    relabelled = plot_coefficients(dt, "beta", labels={"act_tv": "Television"}).axes[0]
+    assert relabelled.get_yticklabels()[-1].get_text() == "Television"
     assert "beta" in ax.get_xlabel()
     assert isinstance(plot_coefficients(dt, "gamma"), Figure)
     with pytest.raises(ValueError, match="gamma"):

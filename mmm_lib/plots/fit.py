@@ -42,7 +42,7 @@ def _selected(ds: Any, var_names: tuple[str, ...] | list[str] | None) -> list[tu
     return [n for v in wanted for n in names if n[1] == v]
 
 
-def plot_coefficients(idata: Any, var: str = "beta", interval: float = 0.9) -> Figure:
+def plot_coefficients(idata: Any, var: str = "beta", interval: float = 0.9, labels: Any = None) -> Figure:
     """Forest plot: posterior mean, 50 % and ``interval`` equal-tailed intervals per coefficient.
 
     Parameters
@@ -53,7 +53,12 @@ def plot_coefficients(idata: Any, var: str = "beta", interval: float = 0.9) -> F
         ``"beta"`` (channels) or ``"gamma"`` (controls).
     interval
         Outer interval probability (thin line); the thick line is the central 50 %.
+    labels
+        The run spec's ``labels``: channels and controls are shown by their display names
+        (:func:`mmm_lib.labels.display_names`).
     """
+    from ..labels import display_names
+
     ds = _posterior_dataset(idata)
     if var not in ds:
         raise ValueError(f"posterior has no {var!r}; available: {sorted(map(str, ds.data_vars))}")
@@ -69,7 +74,8 @@ def plot_coefficients(idata: Any, var: str = "beta", interval: float = 0.9) -> F
         ax.hlines(y, q25, q75, color="#1f77b4", lw=5)
         ax.plot([x.mean()], [y], "o", color="white", mec="#1f77b4", mew=1.5, ms=7, zorder=3)
     ax.axvline(0, color="0.5", lw=0.8, ls="--")
-    ax.set_yticks(range(len(items)), [str(c) for _, _, c in reversed(items)])
+    names = display_names([str(c) for _, _, c in items], labels)
+    ax.set_yticks(range(len(items)), [names[str(c)] for _, _, c in reversed(items)])
     ax.set_xlabel(_VAR_LABEL.get(var, var))
     ax.set_title(f"Posterior of {var}: mean (dot), 50% (thick) and {round(100 * interval)}% (thin) intervals")
     ax.grid(axis="x", alpha=0.3)
