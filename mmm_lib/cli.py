@@ -344,9 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="true parameters and ROI (default %(default)s)")
     s.add_argument("--entities", type=int, default=5, metavar="N", help="stores/geos (default %(default)s)")
     s.add_argument("--periods", type=int, default=156, metavar="N", help="weeks per entity (default %(default)s)")
-    s.add_argument("--random-seed", dest="seed", type=int, default=7, metavar="N",
-                   help="random number generator setting; same value, same data (default %(default)s)")
-    s.add_argument("--seed", dest="seed", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    s.add_argument("--seed", "--random-seed", dest="seed", type=int, default=7, metavar="N",
+                   help="random number generator seed; same value, same data (default %(default)s)")
     s.set_defaults(func=_cmd_sample)
 
     c = sub.add_parser("compare", help="rank runs of the same data by ELPD-LOO and holdout error; ROI side by side",
