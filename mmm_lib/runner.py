@@ -26,7 +26,7 @@ from .gate import GateVerdict, read_verdict, report_top_banner
 from .runtime import configure_environment
 from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from .status import STAGE_TITLES, STAGES
-from .storage import read_json, repo_root, run_dir as run_path, validate_id, write_json
+from .storage import LOCK_FILE, read_json, repo_root, run_dir as run_path, validate_id, write_json
 
 Log = Callable[[str], None]
 
@@ -100,11 +100,11 @@ class _Lock:
 
     An OS lock (``filelock``, flock on Unix): the kernel drops it when the holder dies, so a killed run never
     blocks the next one (a pid file could: the pid may since belong to another process). The file holds the
-    holder's pid for the message, and exists only while a run holds it (``mmm runs rm`` reads that).
+    holder's pid for the message; :func:`mmm_lib.storage.lock_held` asks whether it is held (``mmm runs rm``).
     """
 
     def __init__(self, folder: Path):
-        self.path = folder / ".lock"
+        self.path = folder / LOCK_FILE
         self._lock = FileLock(self.path, timeout=0, on_acquired=_write_pid)
 
     def __enter__(self) -> "_Lock":
@@ -294,7 +294,7 @@ def run_pipeline(
                 st = old
             elif restart:
                 for child in folder.iterdir():
-                    if child.name != ".lock":
+                    if child.name != LOCK_FILE:
                         shutil.rmtree(child) if child.is_dir() else child.unlink()
             elif old.get("status") == "stopped":
                 raise RunError(

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .storage import ArtifactMissing, outputs_root, read_json, read_records, run_dir
+from .storage import LOCK_FILE, ArtifactMissing, lock_held, outputs_root, read_json, read_records, run_dir
 
 # KIND -> artifact(s) of `mmm outputs RUN KIND`.
 OUTPUT_KINDS = {
@@ -88,8 +88,8 @@ def run_spec(run_id: str) -> dict[str, Any]:
 
 def remove_run(run_id: str) -> dict[str, Any]:
     d = _existing(run_id)
-    if (d / ".lock").exists():
-        raise PermissionError(f"run {run_id!r} is running (lock {d / '.lock'}); wait for it to finish")
+    if lock_held(d):
+        raise PermissionError(f"run {run_id!r} is running (lock {d / LOCK_FILE}); wait for it to finish")
     shutil.rmtree(d)
     return {"deleted": run_id}
 

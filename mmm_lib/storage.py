@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from . import artifacts
 from .artifacts import ArtifactInvalid
@@ -58,6 +59,27 @@ def validate_id(value: str, kind: str = "run_id") -> str:
             "(starting with a letter or digit, no '..', no path separators), e.g. 'brand_q3'"
         )
     return value
+
+
+LOCK_FILE = ".lock"  # in a run folder while a run writes it (mmm_lib.runner holds it)
+
+
+def lock_held(folder: Path) -> bool:
+    """Whether a live process holds ``folder``'s run lock.
+
+    The file alone says nothing: a run killed with SIGKILL leaves it behind, and the OS has already
+    dropped its lock. So the lock is tried (without waiting) rather than the file looked for.
+    """
+    path = Path(folder) / LOCK_FILE
+    if not path.exists():
+        return False
+    probe = FileLock(path, timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    probe.release()
+    return False
 
 
 def run_dir(run_id: str) -> Path:

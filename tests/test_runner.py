@@ -194,3 +194,16 @@ def test_lock_left_by_a_killed_run_does_not_block(outputs_root):
     (folder / ".lock").write_text(str(os.getpid()))  # a pid file from the old scheme, pid alive: not a lock either
     with runner._Lock(folder):
         pass
+
+
+def test_runs_rm_refuses_a_held_lock_but_not_a_file_left_by_a_killed_run(outputs_root):
+    from mmm_lib.runs import remove_run
+
+    folder = outputs_root / "runs" / "gone"
+    folder.mkdir(parents=True)
+    with runner._Lock(folder):
+        with pytest.raises(PermissionError, match="'gone' is running"):
+            remove_run("gone")
+    (folder / ".lock").write_text("12345")  # what a SIGKILLed run leaves: the file, no lock
+    assert remove_run("gone") == {"deleted": "gone"}
+    assert not folder.exists()
