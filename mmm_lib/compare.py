@@ -34,6 +34,7 @@ from . import artifacts
 from .columns import ENTITY_COL, PERIOD_COL
 from .status import now_iso
 from .storage import ArtifactMissing, outputs_root, read_json, read_parquet, run_dir, validate_id
+from .tables import fmt_fixed
 
 LOO_VAR = "z"
 # Differences in ELPD below this are small whatever their SE (Sivula, Magnusson & Vehtari 2022; loo FAQ).
@@ -590,15 +591,6 @@ def compare_dir(name: str) -> Path:
     return outputs_root() / "compare" / validate_id(name, "comparison name")
 
 
-def fmt_number(x: Any, digits: int = 1) -> str:
-    """A number for a table: "–" for none, thousands separated, whole units from 10,000."""
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:,.{digits}f}"
-    return str(x)
-
-
 def best_runs(result: dict[str, Any]) -> dict[str, str | None]:
     """The first run by ELPD-LOO (only when all runs are ranked together) and on the holdout."""
     loo, ho = result["loo"], result["holdout"]
@@ -652,8 +644,8 @@ def headlines(result: dict[str, Any]) -> list[str]:
         best, nxt = ho["ranking"][0], ho["ranking"][1]
         gain = 100 * (1 - best["crps"] / nxt["crps"]) if nxt["crps"] else 0.0
         out.append(f"Holdout ({ho['periods']} periods, {ho['start']} → {ho['end']}, brand total): {best['run_id']} "
-                   f"forecasts best, CRPS {fmt_number(best['crps'])} vs {fmt_number(nxt['crps'])} for {nxt['run_id']} "
-                   f"({gain:.0f}% lower); MAPE {fmt_number(best['mape'])}% vs {fmt_number(nxt['mape'])}%.")  # fmt: skip
+                   f"forecasts best, CRPS {fmt_fixed(best['crps'])} vs {fmt_fixed(nxt['crps'])} for {nxt['run_id']} "
+                   f"({gain:.0f}% lower); MAPE {fmt_fixed(best['mape'])}% vs {fmt_fixed(nxt['mape'])}%.")  # fmt: skip
     else:
         out.append(f"Holdout: not ranked: {ho['reason']}.")
     loo_best = loo["groups"][0]["lead"]["best"] if loo["ranked"] and loo["groups"][0]["lead"] else None
@@ -743,8 +735,8 @@ def ranking_table(result: dict[str, Any]) -> pd.DataFrame:
             "ELPD (SE)": f"{lr['elpd']:.1f} ({lr['se']:.1f})" if lr else "–",
             "vs best (SE)": f"{lr['elpd_diff']:.1f} ({lr['dse']:.1f})" if lr.get("elpd_diff") is not None else "–",
             "holdout rank": hr.get("rank") if result["holdout"]["ranked"] else None,
-            "CRPS": fmt_number(hr.get("crps")),
-            "MAPE %": fmt_number(hr.get("mape")),
+            "CRPS": fmt_fixed(hr.get("crps")),
+            "MAPE %": fmt_fixed(hr.get("mape")),
             "cover 90%": "–" if hr.get("coverage_90") is None else f"{100 * hr['coverage_90']:.0f}%",
             "convergence": conv,
         })  # fmt: skip

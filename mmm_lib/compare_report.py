@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .compare import fmt_number, loo_rank
+from .compare import loo_rank
 from .storage import write_bytes
+from .tables import fmt_fixed
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:1.5em auto;padding:0 1em;color:#222}
@@ -92,7 +93,7 @@ def _ranking(result: dict[str, Any]) -> str:
             f"<tr class='{'best' if best else ''}'><td>{_run_link(run)}{badges}</td><td>{e(model)}</td>"
             f"<td class=n>{e(loo_rank(result, rid))}</td><td class=n>{e(elpd)}</td>"
             f"<td class=n>{e(diff)}</td><td class=n>{e(str(hr.get('rank'))) if ho_ranked and hr else '–'}</td>"
-            f"<td class=n>{e(fmt_number(hr.get('crps'), 2))}</td><td class=n>{e(fmt_number(hr.get('mape'), 1))}{'%' if hr.get('mape') is not None else ''}</td>"
+            f"<td class=n>{e(fmt_fixed(hr.get('crps'), 2))}</td><td class=n>{e(fmt_fixed(hr.get('mape'), 1))}{'%' if hr.get('mape') is not None else ''}</td>"
             f"<td class=n>{e(cover)}</td><td>{_verdict(d.get('passed'))}</td><td>{_verdict(d.get('model_checks_passed'))}</td></tr>"
         )
     return (
@@ -118,7 +119,7 @@ def _differences(result: dict[str, Any]) -> str:
     ids = [r["run_id"] for r in result["runs"]]
     head = "".join(f"<th>{e(str(i))}</th>" for i in ids)
     rows = "".join(
-        f"<tr><td><code>{e(d['key'])}</code></td>" + "".join(f"<td>{e(fmt_number(d['values'].get(i), 2))}</td>" for i in ids) + "</tr>"
+        f"<tr><td><code>{e(d['key'])}</code></td>" + "".join(f"<td>{e(fmt_fixed(d['values'].get(i), 2))}</td>" for i in ids) + "</tr>"
         for d in diffs
     )
     return f"<table class=auto><thead><tr><th>Setting</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
@@ -139,7 +140,7 @@ def _roi_table(result: dict[str, Any]) -> str:
             if r is None or r.get("roi") is None:
                 cells.append("<td class=n>–</td>")
             else:
-                cells.append(f"<td class=n>{e(fmt_number(r['roi'], 2))} [{e(fmt_number(r.get('roi_low'), 2))}, {e(fmt_number(r.get('roi_high'), 2))}]</td>")
+                cells.append(f"<td class=n>{e(fmt_fixed(r['roi'], 2))} [{e(fmt_fixed(r.get('roi_low'), 2))}, {e(fmt_fixed(r.get('roi_high'), 2))}]</td>")
         rows.append(f"<tr><td>{e(c)}</td>{''.join(cells)}</tr>")
     return f"<table class=auto><thead><tr><th>Channel</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -162,8 +163,8 @@ def _diagnostics(result: dict[str, Any]) -> str:
             detail = "<span class='na'>no diagnostics.json (run 05_diagnose)</span>"
         rows.append(
             f"<tr><td><code>{e(str(rid))}</code></td><td>{_verdict(d.get('passed'))}</td>"
-            f"<td>{_verdict(d.get('model_checks_passed'))}</td><td class=n>{e(fmt_number(m.get('max_r_hat'), 3))}</td>"
-            f"<td class=n>{e(fmt_number(m.get('min_ess_bulk'), 0))}</td><td class=n>{e(fmt_number(m.get('divergences'), 2))}</td>"
+            f"<td>{_verdict(d.get('model_checks_passed'))}</td><td class=n>{e(fmt_fixed(m.get('max_r_hat'), 3))}</td>"
+            f"<td class=n>{e(fmt_fixed(m.get('min_ess_bulk'), 0))}</td><td class=n>{e(fmt_fixed(m.get('divergences'), 2))}</td>"
             f"<td class=n>{e(k)}</td><td>{detail}</td></tr>"
         )
     return (

@@ -281,9 +281,9 @@ def fit_metrics(actual: np.ndarray, fitted: np.ndarray) -> dict[str, Any]:
     err = a - f
     nz = a != 0
     ss_tot = float(((a - a.mean()) ** 2).sum()) if a.size else 0.0
+    point = checks.point_errors(a, f) if a.size else {"mape": None, "rmse": None}
     return {
-        "mape": float(np.mean(np.abs(err[nz] / a[nz])) * 100.0) if nz.any() else None,
-        "rmse": float(np.sqrt(np.mean(err**2))) if a.size else None,
+        **point,
         "r2": float(1.0 - (err**2).sum() / ss_tot) if ss_tot > 0 else None,
         "n_obs": int(a.size),
         "mape_excluded_zero_actual": int((~nz).sum()),

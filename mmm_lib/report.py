@@ -18,6 +18,7 @@ from typing import Any
 from .gate import GateVerdict, verdict
 from .status import STAGE_TITLES, STAGES
 from .storage import _atomic, read_json
+from .tables import fmt_fixed
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Cells that are plumbing, not content: papermill's injected parameters and our parameters cell.
@@ -60,16 +61,6 @@ def export_html(notebook: Any, html_path: Path, *, hide_code: bool = True, banne
     )
     body, _ = exporter.from_notebook_node(nb)
     return _atomic(Path(html_path), lambda p: p.write_text(body, encoding="utf-8"))
-
-
-def _fmt(x: Any, digits: int = 2) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        if abs(x) >= 1e4:
-            return f"{x:,.0f}"
-        return f"{x:.{digits}f}"
-    return str(x)
 
 
 def _safe(run_dir: Path, name: str) -> Any:
@@ -121,17 +112,17 @@ def headlines(run_dir: Path) -> dict[str, str]:
         mc = d.get("model_checks_passed")
         model = "" if mc is None else (" · model checks passed" if mc else " · MODEL CHECKS FLAGGED (see report)")
         loo = d.get("loo") or {}
-        elpd = f", ELPD-LOO {_fmt(loo.get('elpd'), 1)}" if loo.get("elpd") is not None else ""
+        elpd = f", ELPD-LOO {fmt_fixed(loo.get('elpd'), 1)}" if loo.get("elpd") is not None else ""
         out["05_diagnose"] = e(
-            f"{verdict} · max R-hat {_fmt(m.get('max_r_hat'), 3)}, min ESS {_fmt(m.get('min_ess_bulk'), 0)}, "
+            f"{verdict} · max R-hat {fmt_fixed(m.get('max_r_hat'), 3)}, min ESS {fmt_fixed(m.get('min_ess_bulk'), 0)}, "
             f"{m.get('divergences')} divergences{model}{elpd}"
         )
     fit = _safe(run_dir, "fit_metrics.json")
     if fit:
         ho = (fit.get("holdout") or {}).get("brand") or {}
-        held = (f" · holdout ({fit['holdout']['periods']} periods): MAPE {_fmt(ho.get('mape'), 1)}%, "
-                f"90% band covers {_fmt(100 * ho['coverage_90'], 0)}%") if ho.get("coverage_90") is not None else ""  # fmt: skip
-        out["06_contribute"] = e(f"R² {_fmt(fit.get('r2'), 3)}, MAPE {_fmt(fit.get('mape'), 1)}%{held}")
+        held = (f" · holdout ({fit['holdout']['periods']} periods): MAPE {fmt_fixed(ho.get('mape'), 1)}%, "
+                f"90% band covers {fmt_fixed(100 * ho['coverage_90'], 0)}%") if ho.get("coverage_90") is not None else ""  # fmt: skip
+        out["06_contribute"] = e(f"R² {fmt_fixed(fit.get('r2'), 3)}, MAPE {fmt_fixed(fit.get('mape'), 1)}%{held}")
     return out
 
 
@@ -145,8 +136,8 @@ def _roi_context(run_dir: Path, provisional: bool = False) -> dict[str, Any] | N
     labels = (_safe(run_dir, "run_spec.json") or {}).get("labels") or {}
     names = display_names([str(c.get("channel")) for c in roi["channels"]], labels)
     channels = [
-        {"channel": names[str(c.get("channel"))], "spend": _fmt(c.get("spend")), "contribution": _fmt(c.get("contribution")),
-         "roi": _fmt(c.get("roi")), "roi_low": _fmt(c.get("roi_low")), "roi_high": _fmt(c.get("roi_high"))}
+        {"channel": names[str(c.get("channel"))], "spend": fmt_fixed(c.get("spend")), "contribution": fmt_fixed(c.get("contribution")),
+         "roi": fmt_fixed(c.get("roi")), "roi_low": fmt_fixed(c.get("roi_low")), "roi_high": fmt_fixed(c.get("roi_high"))}
         for c in roi["channels"]
     ]
     return {"pct": int(round(100 * roi.get("interval", 0.9))), "provisional": provisional, "channels": channels}

@@ -54,6 +54,19 @@ def fmt_number(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
+def fmt_fixed(x: Any, digits: int = 2) -> str:
+    """A number with ``digits`` decimals and thousands separators (whole units from 10,000); "–" for none.
+
+    For one-line headlines and summary tables (the run index, ``mmm compare``), where every value in a
+    column should show the same decimals; :func:`fmt_number` adapts them to the size instead.
+    """
+    if x is None:
+        return MISSING
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:,.{digits}f}"
+    return str(x)
+
+
 def fmt_int(v: Any) -> str:
     """A count (ESS, draws, periods): rounded to a whole number, with thousands separators."""
     if _missing(v):
