@@ -6,7 +6,18 @@ not do this on their own for figures made without pyplot).
 """
 
 
+from typing import Any
+
 from matplotlib.figure import Figure
+
+
+def date_axis(ax: Any) -> None:
+    """Concise date ticks (``2024``, ``Apr``, ``Jul``) on a time axis."""
+    import matplotlib.dates as mdates
+
+    loc = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
 
 
 def note_figure(text: str) -> Figure:

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ..labels import display_names
-from . import note_figure
-
-
-def _date_axis(ax: Any) -> None:
-    loc = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(loc)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+from . import date_axis, note_figure
 
 
 def _short_number(x: float, _pos: object = None) -> str:
@@ -93,7 +86,7 @@ def plot_fit(
     ax.set_title(title + ("\n" + " · ".join(parts) if parts else ""), fontsize=11)
     ax.set_xlabel("period start")
     ax.set_ylabel(f"{target} (original units)")
-    _date_axis(ax)
+    date_axis(ax)
     ax.legend(loc="best", fontsize=8)
     return fig
 
@@ -125,7 +118,7 @@ def plot_decomposition(timeseries: pd.DataFrame, target: str = "sales", labels: 
     ax.set_title("Fitted sales decomposed: baseline + channel contributions (posterior mean)")
     ax.set_xlabel("period start")
     ax.set_ylabel(f"{target} (original units)")
-    _date_axis(ax)
+    date_axis(ax)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title="component")
     return fig
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib.dates as mdates
 import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
@@ -27,15 +26,10 @@ from ..canonicalize import (
     period_offset,
 )
 from ..spec import RunSpec
+from . import date_axis
 
 CARRYOVER_COLOR = "0.55"
 ESTIMATION_COLOR = "tab:green"
-
-
-def _date_axis(ax: Any) -> None:
-    loc = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(loc)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
 
 
 def _compact_number(v: float, _pos: Any = None) -> str:
@@ -168,7 +162,7 @@ def plot_raw_overview(raw_df: pd.DataFrame, spec: RunSpec | None = None, max_ent
     ax.set_ylabel("activity\n(share of peak)")
     ax.set_title("driver activity, summed over entities, each divided by its own peak", loc="left", fontsize=10)
     _compact(*axes)
-    _date_axis(axes[-1])
+    date_axis(axes[-1])
     axes[-1].set_xlabel("period start")
     return fig
 
@@ -261,7 +255,7 @@ def plot_canonical_series(canonical_df: pd.DataFrame, column_info: Mapping[str, 
         ax.legend(loc="best", fontsize=8, ncol=min(4, len(controls)), framealpha=0.9)
 
     _compact(*axes)
-    _date_axis(axes[-1])
+    date_axis(axes[-1])
     axes[-1].set_xlabel("period start")
     return fig
 

@@ -9,20 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib.dates as mdates
 import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from ..features import ESTIMATION, canonical_activity, hill, media_stages
+from . import date_axis
 from .data import _compact_number
-
-
-def _date_axis(ax: Any) -> None:
-    loc = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(loc)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
 
 
 def _shade_estimation(ax: Any, dates: pd.Series, window: pd.Series, label: bool) -> None:
@@ -77,7 +71,7 @@ def plot_media_transforms(
             h1, l1 = ax.get_legend_handles_labels()
             h2, l2 = ax2.get_legend_handles_labels()
             ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8, ncol=2, framealpha=0.9)
-    _date_axis(axes[-1])
+    date_axis(axes[-1])
     axes[-1].set_xlabel("period start")
     return fig
 
@@ -149,7 +143,7 @@ def plot_seasonality_trend(features_df: pd.DataFrame, feature_metadata: Mapping[
         ax.set_ylabel("standard deviations")
         ax.legend(fontsize=8, loc="upper left")
     for a in fig.axes:
-        _date_axis(a)
+        date_axis(a)
     fig.axes[-1].set_xlabel("period start")
     return fig
 
