@@ -361,23 +361,41 @@ def build_features(
     t = periods_since_origin(df["period_start"], grain)
     seas = fc.seasonality
     if seas.enabled and seas.K > 0:
-        period = seasonal_period(grain, seas.period)
-        terms = fourier_terms(t, period, seas.K)
-        metadata["seasonality"] = {"enabled": True, "K": int(seas.K), "period": float(period)}
+        metadata["seasonality"] = {"enabled": True, "K": int(seas.K), "period": float(seasonal_period(grain, seas.period))}
         for k in range(1, seas.K + 1):
-            for i, fn in enumerate(("sin", "cos")):
-                feat = f"season__{fn}{k}"
-                out[feat] = terms[:, 2 * (k - 1) + i]
-                metadata["controls"].append({"name": f"season_{fn}{k}", "feature": feat, "kind": "seasonality"})
+            for fn in ("sin", "cos"):
+                metadata["controls"].append({"name": f"season_{fn}{k}", "feature": f"season__{fn}{k}", "kind": "seasonality"})
     if fc.trend.enabled:
         mean, std = float(t[est].mean()), float(t[est].std())
         if not std > 0:
             notes.append("trend: a single estimation period; trend std set to 1")
             std = 1.0
         scaler["trend"] = {"mean": mean, "std": std}
-        out["trend"] = (t - mean) / std
         metadata["controls"].append({"name": "trend", "feature": "trend", "kind": "trend"})
+    for feat, values in calendar_features(df["period_start"], metadata, scaler).items():
+        out[feat] = values
     return out, metadata, scaler
+
+
+def calendar_features(period_start: Any, feature_metadata: Mapping[str, Any], scaler: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Feature column → values of the seasonality and trend controls for any dates, from the stored settings.
+
+    What 03_features writes for the observed periods and what a plan uses for future ones: Fourier
+    terms on the calendar index, and the trend standardised with the estimation window's mean/std.
+    """
+    grain = feature_metadata.get("grain", "WEEK")
+    t = periods_since_origin(period_start, grain, pd.Timestamp(scaler.get("time_origin", TIME_ORIGIN)))
+    out: dict[str, np.ndarray] = {}
+    seas = feature_metadata.get("seasonality") or {}
+    if seas.get("enabled") and int(seas.get("K", 0)) > 0:
+        terms = fourier_terms(t, float(seas["period"]), int(seas["K"]))
+        for k in range(1, int(seas["K"]) + 1):
+            for i, fn in enumerate(("sin", "cos")):
+                out[f"season__{fn}{k}"] = terms[:, 2 * (k - 1) + i]
+    if (feature_metadata.get("trend") or {}).get("enabled"):
+        tr = scaler["trend"]
+        out["trend"] = (t - float(tr["mean"])) / float(tr["std"])
+    return out
 
 
 # --------------------------------------------------------------------------- tables for 03_features

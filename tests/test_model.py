@@ -600,3 +600,20 @@ def test_check_groups_log_likelihood_is_the_graphs(artifacts, cfg):
     assert ll.shape == graph.shape
     np.testing.assert_allclose(ll, graph, rtol=1e-9, atol=1e-9)
     assert idata["posterior_predictive"]["z"].shape == idata["log_likelihood"]["z"].shape
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["_".join(c) for c in CONFIGS])
+def test_window_sales_is_expected_sales_on_the_observed_window(artifacts, cfg):
+    """The any-window evaluator (plans, scenarios, the optimizer's graph) is the model: on the observed rows it
+    gives expected_sales, and a window that starts later (its first rows as carryover only) gives the same rows."""
+    mmm = _mmm(artifacts, cfg)
+    d = mmm.data
+    _, _, draws, _ = _graph_points(mmm, seed=3)
+    controls = np.zeros((len(d.entities), d.activity.shape[1], len(d.control_names)))
+    controls[:, d.est] = d.controls
+    whole = mmm.window_sales(draws, d.activity, controls)
+    np.testing.assert_allclose(whole[:, :, d.est], mmm.expected_sales(draws, d.activity), rtol=1e-12)
+    first = int(np.argmax(d.est))
+    start = first - (MAX_LAG - 1)
+    later = mmm.window_sales(draws, d.activity[:, start:], controls[:, start:], history=MAX_LAG - 1)
+    np.testing.assert_allclose(later[:, :, : int(d.est.sum())], whole[:, :, d.est], rtol=1e-12)

@@ -375,6 +375,50 @@ class MMM:
         mu = self.mu(draws, self.media(draws, activity, ents, rows), ents, rows)
         return np.expm1(mu + self.data.target_center[ents][None, :, None])
 
+    # ------------------------------------------------------------------ any window, numpy or graph
+
+    def _fixed_media(self, lagged: Any, xp: Any) -> Any:
+        """The fixed-transform media feature from a lag stack (L, …, C): adstock / ``adstock_max`` → saturation.
+
+        The same functions :func:`mmm_lib.features.media_features` applies; here in any namespace.
+        """
+        w = tf.adstock_weights(np.asarray(self.decays, dtype=float), self.max_lag, False)
+        amax = np.array([float(self.feature_scaler["media"][c]["adstock_max"]) for c in self.data.channels])
+        scaled = tf.adstock(lagged, w, self.max_lag) / amax
+        if self.saturation == "none":
+            return scaled
+        sat = dict(self.feature_metadata.get("saturation") or {})
+        return tf.saturate(self.saturation, scaled, {k: float(sat[k]) for k in tf.SATURATION_PARAMS[self.saturation]}, xp)
+
+    def window_sales(self, draws: Mapping[str, Any], activity: Any, controls: np.ndarray, entities: list[int] | None = None,
+                     history: int = 0, xp: Any = np) -> Any:
+        """(S, E', T' - history) expected sales over any window of raw ``activity`` (E', T', C) with control features
+        ``controls`` (E', T', J).
+
+        The model's transform, linear predictor and ``expm1`` for periods the data do not hold: a
+        future horizon (budget plans, scenarios) or the observed window (where it equals
+        :meth:`expected_sales`, which a test checks). Adstock sees only the window: its first
+        ``history`` rows serve only as carryover into the rows returned. With ``xp=pytensor.tensor``,
+        ``activity`` and the ``draws`` may be symbolic: the optimizer differentiates this very expression.
+        """
+        ents = list(range(len(self.data.entities))) if entities is None else list(entities)
+        n_periods = int(np.shape(controls)[1])
+        lagged = tf.shifted_stack(activity, self.max_lag, n_periods, xp)[:, :, history:, :]  # (L, E', T, C)
+        if self.learned:
+            lagged = lagged / self._activity_scale[ents][None, :, None, :]
+            params = {k: draws[k][:, None, None, :] for k in self.transform_parameters}
+            media = self._media_from(lagged[:, None], params, xp)  # (S, E', T, C)
+        else:
+            media = self._fixed_media(lagged, xp)[None]
+        b = draws["beta_entity"][:, ents] if "beta_entity" in draws else draws["beta"][:, None, :]
+        icpt = draws["intercept"]
+        icpt = icpt[:, ents] if icpt.ndim == 2 else icpt[:, None]
+        mu = icpt[:, :, None] + (b[:, :, None, :] * media).sum(axis=-1)
+        if self.data.control_names:
+            ctrl = np.asarray(controls, dtype=float)[:, history:, :]
+            mu = mu + (ctrl[None] * draws["gamma"][:, None, None, :]).sum(axis=-1)
+        return xp.expm1(mu + self.data.target_center[ents][None, :, None])
+
     def response(self, draws: Mapping[str, np.ndarray], activity: np.ndarray, entities: list[int] | None = None) -> np.ndarray:
         """(S, E', T, C) media terms on the log scale for raw ``activity``: what each channel adds to ``mu``."""
         return self.media_terms(draws, self.media(draws, activity, entities), entities)

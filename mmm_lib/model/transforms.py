@@ -65,6 +65,22 @@ def panel_lag_stack(x: np.ndarray, max_lag: int) -> np.ndarray:
     return np.moveaxis(lag_stack(np.moveaxis(x, 1, 0), max_lag), 2, 1)
 
 
+def shifted_stack(x: Any, max_lag: int, n_periods: int, xp: Any = np) -> Any:
+    """:func:`panel_lag_stack` in any namespace: (E, T, C) → (max_lag, E, T, C), ``out[l, :, t] = x[:, t - l]``.
+
+    ``n_periods`` is T (a pytensor tensor's length is symbolic). Zeros before the window's first row,
+    so a window's first ``max_lag - 1`` rows serve only as the later rows' carryover.
+    """
+    parts = [x]
+    for lag in range(1, int(max_lag)):
+        if lag >= n_periods:
+            parts.append(x * 0.0)
+            continue
+        pad = xp.zeros_like(x[:, :lag, :])
+        parts.append(xp.concatenate([pad, x[:, : n_periods - lag, :]], axis=1))
+    return xp.stack(parts)
+
+
 def adstock_weights(decay: Any, max_lag: int, normalize: bool, xp: Any = np) -> Any:
     """Geometric lag weights ``decay**l`` for ``l = 0 … max_lag-1``, along a new leading axis.
 
@@ -152,4 +168,5 @@ __all__ = [
     "michaelis_menten",
     "panel_lag_stack",
     "saturate",
+    "shifted_stack",
 ]
