@@ -1,23 +1,28 @@
 """Read an input file as a table, as written, and keep a copy of it.
 
-``load_raw(path, spec)`` reads CSV or Parquet without coercing roles: the delimiter (``,`` ``;``
+``load_raw(source, spec)`` reads CSV or Parquet without coercing roles: the delimiter (``,`` ``;``
 tab ``|``) and the encoding (UTF-8 with or without BOM, UTF-16, Windows-1252, Latin-1) are
 detected, gzip-compressed CSV is unpacked, the spec's entity and period columns stay text and only
 empty cells are missing. How a CSV was read is kept in ``attrs["source_format"]`` for the checks in
-:mod:`mmm_lib.validation`. A file that cannot be read as a table (missing, empty, a spreadsheet,
-ragged rows, a single column) raises :class:`DataFormatError` naming the file and the fix.
+:mod:`mmm_lib.validation`. A file that cannot be read as a table (missing, not a regular file, empty,
+a spreadsheet or archive whatever its name, damaged gzip, ragged rows, a single column, past a size
+limit of :mod:`mmm_lib.input_file`) raises :class:`DataFormatError` naming the file and the fix.
 
-``keep_source(run)`` copies the input file byte-for-byte into the run folder with its SHA-256;
-``parquet_safe(df)`` makes the table as read writable as ``raw_data.parquet``.
+``source`` is a path or an :class:`~mmm_lib.input_file.InputFile` (a file opened once and read, as
+``Run.data_source()`` returns it); ``keep_source(run, source)`` copies those same bytes into the run
+folder with their SHA-256; ``parquet_safe(df)`` makes the table as read writable as ``raw_data.parquet``.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
+import itertools
 import re
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +30,21 @@ import numpy as np
 import pandas as pd
 
 from .columns import ENTITY_COL, PERIOD_COL, column_map
+from .input_file import (
+    MAX_COLUMNS,
+    MAX_FIELD_CHARS,
+    MAX_INPUT_BYTES,
+    DataFormatError,
+    InputFile,
+    content_problem,
+    gunzip,
+    read_input,
+)
 from .spec import RunSpec
 
+__all__ = ["DataFormatError", "InputFile", "keep_source", "load_raw", "parquet_safe", "read_input"]
+
 _DELIMITERS = [",", ";", "\t", "|"]
-
-
-class DataFormatError(ValueError):
-    """The input file cannot be read as a table; the message names the file and the fix."""
 
 
 # --------------------------------------------------------------------------- CSV
@@ -39,7 +52,13 @@ class DataFormatError(ValueError):
 
 def _decode(raw: bytes) -> tuple[str, str]:
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16"), "utf-16"
+        try:
+            return raw.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            raise DataFormatError(
+                "the file starts like UTF-16 text but is cut off or damaged mid-character; export the data again "
+                "as CSV (UTF-8)"
+            ) from None
     head = raw[:4000]
     if head.count(0) > len(head) // 4:
         # UTF-16 without a byte-order mark: ASCII text has a NUL in every other byte.
@@ -61,18 +80,52 @@ def _decode(raw: bytes) -> tuple[str, str]:
     return raw.decode("latin-1"), "latin-1"
 
 
-def _sniff_delimiter(lines: list[str]) -> str | None:
+@contextmanager
+def _csv_field_limit(n: int) -> Iterator[None]:
+    """csv's field size limit (process-wide, 131,072 by default) set to ``n`` for the block."""
+    old = csv.field_size_limit(min(n, 2**31 - 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _records(text: str, delim: str) -> Iterator[list[str]]:
+    """CSV records of ``text``: lines end in LF, CRLF or a lone CR; quoted cells may hold line breaks."""
+    return csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+
+
+def _first_records(text: str, delim: str, n: int = 50) -> list[list[str]]:
+    rows = (r for r in _records(text, delim) if r and not (len(r) == 1 and not r[0].strip()))  # skip blank lines
+    try:
+        return list(itertools.islice(rows, n))
+    except csv.Error:
+        return []
+
+
+_SNIFF_CHARS = 8 * 2**20  # the delimiter is guessed from the first records within this prefix
+
+
+def _sniff_delimiter(text: str) -> str | None:
     """The delimiter giving the most header fields and the most consistent field count."""
     best: tuple[float, int] | None = None
     chosen = None
-    for d in _DELIMITERS:
-        counts = [len(r) for r in csv.reader(lines, delimiter=d)]
-        if not counts or counts[0] < 2:
-            continue
-        score = (sum(c == counts[0] for c in counts) / len(counts), counts[0])
-        if best is None or score > best:
-            best, chosen = score, d
+    text = text[:_SNIFF_CHARS]
+    # With a wrong delimiter a whole line is one field: csv's field limit must not stop the guessing.
+    with _csv_field_limit(_SNIFF_CHARS + 1):
+        for d in _DELIMITERS:
+            counts = [len(r) for r in _first_records(text, d)]
+            if not counts or counts[0] < 2:
+                continue
+            score = (sum(c == counts[0] for c in counts) / len(counts), counts[0])
+            if best is None or score > best:
+                best, chosen = score, d
     return chosen
+
+
+def _first_line(text: str) -> str:
+    lines = (ln for ln in io.StringIO(text, newline="") if ln.strip())
+    return next(lines, "").rstrip("\r\n")
 
 
 _OTHER_SEPARATORS = {" ": "space", ":": "':'", "~": "'~'", "^": "'^'", "#": "'#'", "/": "'/'"}
@@ -93,24 +146,20 @@ def _single_column_error(path: Path, header: str) -> DataFormatError:
     )
 
 
-def _read_csv(path: Path, text_columns: list[str] | None = None) -> pd.DataFrame:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if not raw.strip():
-        raise DataFormatError(f"data file {path} is empty; export the data again with a header row and data rows")
-    try:
-        text, enc = _decode(raw)
-    except DataFormatError as e:
-        raise DataFormatError(f"data file {path}: {e}") from None
-    lines = [ln for ln in text.splitlines() if ln.strip()][:50]
-    delim = _sniff_delimiter(lines)
-    if delim is None:
-        raise _single_column_error(path, lines[0])
-    header = [h.strip() for h in next(csv.reader([lines[0]], delimiter=delim))]
+def _check_header(path: Path, header: list[str]) -> list[str]:
+    if len(header) > MAX_COLUMNS.value():
+        raise MAX_COLUMNS.exceeded(path, f"the header has {len(header):,} columns")
+    broken = [i for i, h in enumerate(header, start=1) if "\n" in h or "\r" in h]
+    if broken:
+        i = broken[0]
+        raise DataFormatError(
+            f"data file {path}: column {i} of the header, {header[i - 1][:80]!r}, contains a line break inside its "
+            "quotes; a column name must be on one line: rename the column in the file (remove the line break)"
+        )
+    header = [h.strip() for h in header]
     while header and header[-1] == "":  # a trailing delimiter on the header line
         header.pop()
-    dup = sorted({h for h in header if header.count(h) > 1})
+    dup = sorted(h for h, k in Counter(header).items() if k > 1)
     if dup:
         raise DataFormatError(f"data file {path}: the header names {dup} more than once; rename or drop the repeated columns")
     if header and header[0] == "":
@@ -121,11 +170,46 @@ def _read_csv(path: Path, text_columns: list[str] | None = None) -> pd.DataFrame
             f"data file {path}: column {header.index('') + 1} of the header has no name; "
             "name every column (or delete the empty one)"
         )
+    return header
+
+
+def _ragged_lines(path: Path, text: str, delim: str, n_fields: int) -> list[tuple[int, int]]:
+    """(line, fields) of the records whose field count differs from the header's; cells bounded in length."""
+    bad = []
+    reader = _records(text, delim)
+    limit = MAX_FIELD_CHARS.value()
+    with _csv_field_limit(limit):
+        try:
+            for row in reader:
+                if row and len(row) != n_fields and not (len(row) > n_fields and not "".join(row[n_fields:]).strip()):
+                    bad.append((reader.line_num, len(row)))
+        except csv.Error as e:
+            if "field larger than field limit" in str(e):
+                raise MAX_FIELD_CHARS.exceeded(path, f"a cell on line {reader.line_num:,} is longer") from None
+            raise DataFormatError(
+                f"data file {path} cannot be read as a {delim!r}-separated table: {e} (line {reader.line_num:,}); "
+                "check that quotes are closed and that the file is text"
+            ) from None
+    return bad
+
+
+def _read_csv(path: Path, raw: bytes, text_columns: list[str] | None = None) -> pd.DataFrame:
+    if not raw.strip():
+        raise DataFormatError(f"data file {path} is empty; export the data again with a header row and data rows")
+    try:
+        text, enc = _decode(raw)
+    except DataFormatError as e:
+        raise DataFormatError(f"data file {path}: {e}") from None
+    delim = _sniff_delimiter(text)
+    if delim is None:
+        raise _single_column_error(path, _first_line(text[:_SNIFF_CHARS]))
+    with _csv_field_limit(MAX_FIELD_CHARS.value()):
+        first = _first_records(text, delim, 1)  # [] when a header cell passes the limit
+    if not first:
+        raise MAX_FIELD_CHARS.exceeded(path, "a cell of the header is longer")
+    header = _check_header(path, first[0])
     # pandas silently turns surplus leading fields into an index, so count fields per line first.
-    bad_lines = []
-    for lineno, row in enumerate(csv.reader(io.StringIO(text), delimiter=delim), start=1):
-        if row and len(row) != len(header) and not (len(row) > len(header) and not "".join(row[len(header):]).strip()):
-            bad_lines.append((lineno, len(row)))
+    bad_lines = _ragged_lines(path, text, delim, len(header))
     if bad_lines:
         shown = ", ".join(f"line {n} has {k}" for n, k in bad_lines[:3])
         raise DataFormatError(
@@ -135,7 +219,7 @@ def _read_csv(path: Path, text_columns: list[str] | None = None) -> pd.DataFrame
         )
     try:
         df = pd.read_csv(
-            io.StringIO(text),
+            io.StringIO(text, newline=""),
             sep=delim,
             header=0,
             names=header,
@@ -147,35 +231,50 @@ def _read_csv(path: Path, text_columns: list[str] | None = None) -> pd.DataFrame
             skip_blank_lines=True,
             index_col=False,  # trailing delimiters: drop the empty surplus fields
         )
-    except (pd.errors.ParserError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - the C parser raises several types; each is a message, not a traceback
         raise DataFormatError(
-            f"data file {path} cannot be read as a {delim!r}-separated table: {e}; "
+            f"data file {path} cannot be read as a {delim!r}-separated table ({type(e).__name__}: {e}); "
             "check that every row has as many fields as the header and that quotes are closed"
         ) from None
     df.attrs["source_format"] = {"format": "csv", "delimiter": delim, "encoding": enc}
     return df
 
 
+def _read_parquet(path: Path, data: bytes) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        if meta.num_columns > MAX_COLUMNS.value():
+            raise MAX_COLUMNS.exceeded(path, f"the Parquet file has {meta.num_columns:,} columns")
+        unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if unpacked > MAX_INPUT_BYTES.value():
+            raise MAX_INPUT_BYTES.exceeded(path, f"the Parquet file unpacks to {unpacked:,} bytes")
+        df = pd.read_parquet(io.BytesIO(data))
+    except DataFormatError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for corrupt files
+        raise DataFormatError(f"data file {path} cannot be read as Parquet ({e}); write it again or export it as CSV") from None
+    if isinstance(df.index, pd.MultiIndex) or df.index.name is not None:
+        df = df.reset_index()
+    return df.reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- reading and keeping the file
 
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DataFormatError(
-            f"data file not found: {path}; check data_path in the spec (a relative path is relative to the spec file)"
-        )
-    if path.is_dir():
-        raise DataFormatError(f"data path {path} is a folder; point data_path at a CSV or Parquet file")
+_SPREADSHEET_SUFFIXES = {".xlsx", ".xls", ".xlsm", ".xlsb", ".ods", ".numbers"}
 
 
-def load_raw(path: str | Path, spec: RunSpec | None = None) -> pd.DataFrame:
+def load_raw(source: str | Path | InputFile, spec: RunSpec | None = None) -> pd.DataFrame:
     """Read the input table as written (no role coercion).
 
     Parameters
     ----------
-    path
+    source
         A CSV file (``,`` ``;`` tab or ``|`` separated; UTF-8 with or without BOM, UTF-16,
-        Windows-1252 or Latin-1; optionally gzip-compressed) or a Parquet file.
+        Windows-1252 or Latin-1; optionally gzip-compressed) or a Parquet file: its path, or the
+        file already opened and read (:func:`~mmm_lib.input_file.read_input`, ``Run.data_source()``),
+        which is then not opened again.
     spec
         The run spec, for the names of its entity and period columns (``columns``), which are kept
         as text; default the standard ``entity_id`` and ``period_start``.
@@ -190,33 +289,30 @@ def load_raw(path: str | Path, spec: RunSpec | None = None) -> pd.DataFrame:
     Raises
     ------
     DataFormatError
-        The file does not exist, is empty, is a spreadsheet, or is not a readable table.
+        The file does not exist, is not a regular file, is empty, is a spreadsheet or an archive (by
+        name or content), is damaged, passes a limit of :mod:`mmm_lib.input_file`, or is not a readable table.
     """
-    path = Path(path)
-    _check_file(path)
-    suffix = path.suffix.lower()
-    if suffix in {".xlsx", ".xls", ".xlsm", ".ods"}:
+    path = source.path if isinstance(source, InputFile) else Path(source)
+    if path.suffix.lower() in _SPREADSHEET_SUFFIXES:
         raise DataFormatError(f"data file {path} is a spreadsheet; save the sheet as CSV (UTF-8) and use that file")
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if suffix in {".parquet", ".pq"} or magic == b"PAR1":
-        try:
-            df = pd.read_parquet(path)
-        except Exception as e:  # pyarrow raises several types for corrupt files
-            raise DataFormatError(f"data file {path} cannot be read as Parquet ({e}); write it again or export it as CSV") from None
-        if isinstance(df.index, pd.MultiIndex) or df.index.name is not None:
-            df = df.reset_index()
-        df = df.reset_index(drop=True)
+    data = source.data if isinstance(source, InputFile) else read_input(path).data
+    if data[:2] == b"\x1f\x8b":
+        data = gunzip(data, path)
+    problem = content_problem(data[:8])
+    if problem:
+        raise DataFormatError(f"data file {path} {problem}")
+    if path.suffix.lower() in {".parquet", ".pq"} or data[:4] == b"PAR1":
+        df = _read_parquet(path, data)
     else:
         cm = column_map(spec)
-        df = _read_csv(path, [c for c in (cm.entity, cm.period) if c is not None])
+        df = _read_csv(path, data, [c for c in (cm.entity, cm.period) if c is not None])
     df.columns = [str(c).strip() for c in df.columns]
     if df.shape[1] == 0 or len(df) == 0:
         raise DataFormatError(f"data file {path} has no data rows (only a header?); export the data again with its rows")
     return df
 
 
-def keep_source(run: Any) -> dict[str, Any]:
+def keep_source(run: Any, source: InputFile | None = None) -> dict[str, Any]:
     """Keep the run's input file byte-for-byte in the run folder (``source.<ext>``), with its SHA-256.
 
     For a ``dataset_id`` run the dataset already keeps its uploaded file (``mmm datasets add``);
@@ -226,6 +322,9 @@ def keep_source(run: Any) -> dict[str, Any]:
     ----------
     run
         The :class:`~mmm_lib.storage.Run`.
+    source
+        The input as read (``run.data_source()``): pass the same object to :func:`load_raw` so the copy
+        holds exactly the bytes that were validated. Default: read ``run.data_source()`` here.
 
     Returns
     -------
@@ -243,8 +342,7 @@ def keep_source(run: Any) -> dict[str, Any]:
         return {"dataset_id": spec.dataset_id, "file": meta.get("source_file"), "sha256": meta.get("sha256"),
                 "bytes": meta.get("bytes")}
     src = Path(spec.data_path)
-    _check_file(src)
-    data = src.read_bytes()
+    data = (source if source is not None else run.data_source()).data
     suffixes = [x.lower() for x in src.suffixes[-2:]]
     ext = "".join(suffixes) if suffixes[-1:] == [".gz"] else "".join(suffixes[-1:])
     if not re.fullmatch(r"(\.[a-z0-9]{1,10}){1,2}", ext):

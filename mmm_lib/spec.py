@@ -7,13 +7,16 @@ the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
-import json
 import os
+import re
+import stat
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import spec_yaml
 
 
 class SpecError(ValueError):
@@ -21,7 +24,8 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No NaN or infinity in any float field, however written ('.nan', "1e999", "inf" as text).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class AdstockConfig(_Strict):
@@ -159,6 +163,86 @@ class DiagnosticsConfig(_Strict):
     gate: Literal["warn", "stop"] = "warn"
 
 
+_PCT_BOUND = re.compile(r"^\s*(?:±|\+/?-|\+-)?\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def parse_bound(value: Any, where: str) -> tuple[str, float, float]:
+    """A channel's spend bound: ``[low, high]`` (absolute spend over the horizon) or ``"±20%"`` (of current spend).
+
+    Returns ``("abs", low, high)`` or ``("pct", p, p)`` with ``p`` as a fraction (0.2).
+    """
+    if isinstance(value, str):
+        m = _PCT_BOUND.match(value)
+        if not m:
+            raise ValueError(f"{where}: {value!r} is not a bound; write [low, high] (spend over the horizon) or '±20%' (of current spend)")
+        return ("pct", float(m.group(1)) / 100.0, float(m.group(1)) / 100.0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(f"{where}: {value!r} is one number; write [low, high] (spend over the horizon) or '±20%'")
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {value!r} is not a bound; write [low, high] (spend over the horizon) or '±20%'") from None
+    if not (0.0 <= lo <= hi) or not hi < float("inf"):
+        raise ValueError(f"{where}: [{lo:g}, {hi:g}] must satisfy 0 <= low <= high < inf")
+    return ("abs", lo, hi)
+
+
+class TargetConfig(_Strict):
+    """Target mode of the optimizer: the spend at which the optimized plan's ``metric`` falls to ``value``.
+
+    ``marginal_roi``: sales from one more unit of spend (1.0 = break-even on the margin: the
+    profit-maximising budget when sales are revenue); ``roi``: average incremental sales per unit
+    of spend over the plan.
+    """
+
+    metric: Literal["marginal_roi", "roi"] = "marginal_roi"
+    value: float = Field(1.0, gt=0.0, lt=1e6)
+
+
+class OptimizeConfig(_Strict):
+    """Budget decisions (stage 07_optimize): response curves, the optimal split of a budget, scenarios.
+
+    The plan covers ``horizon_periods`` periods after the data's last period; each channel's spend is
+    laid out over them like its last ``horizon_periods`` periods (per entity), turned into activity at
+    the channel's cost per unit in the estimation window, and its incremental sales are counted over the
+    horizon plus the carryover it leaves afterwards (adstock's ``max_lag``).
+    """
+
+    horizon_periods: int = Field(13, ge=1, le=260, description="periods planned (13 weeks = a quarter)")
+    budget: float | None = Field(None, gt=0.0, lt=1e15, description="total spend over the horizon; default: the last horizon_periods' spend")
+    bounds: dict[str, Any] = Field(
+        default_factory=dict,
+        description="channel -> [low, high] spend over the horizon, or '±20%' of current; others use default_bound",
+    )
+    default_bound: str = Field("±30%", description="bound of channels not in bounds, as ± % of current spend")
+    per_entity: bool = Field(False, description="entity models: optimize each entity's split too (else a channel's entity split is kept)")
+    objective: Literal["mean", "risk_adjusted"] = Field("mean", description="mean incremental sales, or mean - risk_aversion x sd")
+    risk_aversion: float = Field(1.0, ge=0.0, le=100.0)
+    target: TargetConfig | None = None
+    curve_max_multiplier: float = Field(2.0, gt=0.0, le=20.0, description="response curves run from 0 to this multiple of current spend")
+    scenario_path: str | None = Field(None, description="CSV of planned spend: period_start, channel[, entity_id], spend")
+    starts: int = Field(4, ge=1, le=64, description="optimizer starts (current split, equal split, random splits)")
+    draws: int = Field(200, ge=10, le=100_000, description="posterior draws the plan is evaluated on (evenly thinned)")
+
+    @field_validator("default_bound")
+    @classmethod
+    def _pct(cls, v: str) -> str:
+        kind = parse_bound(v, "optimize.default_bound")[0]
+        if kind != "pct":
+            raise ValueError("optimize.default_bound must be a percentage such as '±30%'")
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for ch, b in v.items():
+            parse_bound(b, f"optimize.bounds.{ch}")
+        return v
+
+
+MAX_LISTED_COLUMNS = 1_000  # drivers, and controls: far more than any MMM, far fewer than a hostile spec
+
+
 class RunSpec(_Strict):
     """A whole run: data, roles, features, windows and sampler settings (the standard keys and defaults)."""
 
@@ -186,6 +270,7 @@ class RunSpec(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     windows: WindowsConfig = Field(default_factory=WindowsConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    optimize: OptimizeConfig | None = Field(None, description="budget decisions (07_optimize); the stage runs when this section is present")
     draws: int = Field(1000, ge=10)
     tune: int = Field(1000, ge=10)
     chains: int = Field(2, ge=1, le=16)
@@ -200,9 +285,11 @@ class RunSpec(_Strict):
     @field_validator("drivers", "controls")
     @classmethod
     def _no_duplicates(cls, v: list[str]) -> list[str]:
-        dup = sorted({c for c in v if v.count(c) > 1})
+        if len(v) > MAX_LISTED_COLUMNS:
+            raise ValueError(f"{len(v):,} columns listed; at most {MAX_LISTED_COLUMNS:,} are allowed: check the list")
+        dup = sorted(c for c, n in Counter(v).items() if n > 1)  # linear: a long list must not take minutes
         if dup:
-            raise ValueError(f"listed more than once: {dup}")
+            raise ValueError(f"listed more than once: {dup[:20]}{' …' if len(dup) > 20 else ''}")
         return v
 
     @model_validator(mode="after")
@@ -225,6 +312,10 @@ class RunSpec(_Strict):
         unknown = sorted(set(self.control_aggregation) - set(self.controls))
         if unknown:
             raise ValueError(f"control_aggregation names {unknown}, which are not in controls {self.controls}")
+        if self.optimize is not None:
+            unknown = sorted(set(self.optimize.bounds) - set(self.drivers))
+            if unknown:
+                raise ValueError(f"optimize.bounds names {unknown}, which are not in drivers {self.drivers}")
         unknown = sorted(set(self.labels) - set(self.drivers) - set(self.controls))
         if unknown:
             raise ValueError(
@@ -280,7 +371,8 @@ def _all_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 def _format_error(err: ValidationError, source: str) -> str:
     known = _all_fields(RunSpec)
     lines = [f"invalid run spec {source}:"]
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:_SHOWN_ERRORS]:
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             leaf = str(e["loc"][-1])
@@ -290,31 +382,61 @@ def _format_error(err: ValidationError, source: str) -> str:
             msg = f"unknown key {loc!r}" + (f" — did you mean {hint[0]!r}?" if hint else f"; allowed here: {sorted(set(siblings))}")
         else:
             got = e.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            shown = "" if isinstance(got, dict) else f" (got {_short_repr(got)})"
             msg = f"{loc or 'spec'}: {e['msg']}{shown}"
         lines.append(f"  - {msg}")
+    if len(errors) > _SHOWN_ERRORS:
+        lines.append(f"  … and {len(errors) - _SHOWN_ERRORS:,} more")
     return "\n".join(lines)
+
+
+_SHOWN_ERRORS = 20
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
+    if not all(k.strip() for k in keys):
+        raise SpecError(f"--set {dotted!r}: a part of the key is empty; write the key with dots between sections, "
+                        "e.g. --set windows.estimation_months=24")
     cur = d
     for k in keys[:-1]:
         nxt = cur.setdefault(k, {})
         if not isinstance(nxt, dict):
-            raise SpecError(f"--set {dotted}: {k!r} is not a section")
+            raise SpecError(f"--set {dotted}: {k!r} is not a section; set its whole value instead, e.g. --set {k}=...")
         cur = nxt
     cur[keys[-1]] = value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML: ``draws=200``, ``drivers=[act_tv]``)."""
-    raw = json.loads(json.dumps(raw))  # deep copy of plain data
+    """Apply ``key.sub=value`` overrides (values parsed as YAML: ``draws=200``, ``drivers=[act_tv]``).
+
+    Values are read exactly as a spec file is (:func:`mmm_lib.spec_yaml.parse_yaml`: plain values only,
+    no tags or aliases, finite numbers); a bad one is a :class:`SpecError` naming the key and the fix.
+    """
+    if not isinstance(raw, dict):
+        raise SpecError(f"the run spec must be a mapping of keys to values (key: value lines), not a {type(raw).__name__}; "
+                        "--set can only change keys of such a spec")
+    try:
+        raw = spec_yaml.plain_copy(raw)  # a checked deep copy
+    except spec_yaml.SpecTextError as e:
+        raise SpecError(f"invalid run spec: {e}") from None
     for item in overrides or []:
         if "=" not in item:
             raise SpecError(f"--set {item!r}: expected key=value, e.g. --set draws=200")
         key, val = item.split("=", 1)
-        _set_path(raw, key.strip(), yaml.safe_load(val))
+        key = key.strip()
+        try:
+            value = spec_yaml.plain_copy(spec_yaml.parse_yaml(val), key)
+        except spec_yaml.SpecTextError as e:
+            shown = val if len(val) <= 80 else f"{val[:80]}…"
+            raise SpecError(f"--set {key}={shown}: {e}. Give a plain value, e.g. --set draws=200 "
+                            "or --set drivers=[act_tv,act_search]") from None
+        _set_path(raw, key, value)
     return raw
 
 
@@ -359,6 +481,13 @@ def check_data_path(data_path: str | Path, spec_dir: Path | None = None) -> Path
     real = (given if given.is_absolute() else base / given).resolve()
     roots = allowed_data_roots(spec_dir)
     if any(real.is_relative_to(r) for r in roots):
+        try:
+            mode = os.stat(real).st_mode  # stat, never open: opening a FIFO would block
+        except OSError:
+            return real  # not there (yet): reading it says so
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, device or socket)"
+            raise SpecError(f"data_path {str(data_path)!r} is {kind}; point data_path at a CSV or Parquet file")
         return real
     via = f" (resolves to {str(real)!r})" if str(real) != str(given) else ""
     raise SpecError(
@@ -380,6 +509,12 @@ def parse_spec(
     """
     if not isinstance(raw, dict):
         raise SpecError(f"run spec {source} must be a mapping of keys to values, got {type(raw).__name__}")
+    try:
+        bad = spec_yaml.find_non_finite(raw)
+    except spec_yaml.SpecTextError as e:
+        raise SpecError(f"invalid run spec {source}:\n  - {e}") from None
+    if bad is not None:
+        raise SpecError(f"invalid run spec {source}:\n  - {spec_yaml.non_finite_message(*bad)}")
     try:
         spec = RunSpec.model_validate(raw)
     except ValidationError as e:
@@ -417,13 +552,26 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> RunSpec:
         ``key=value`` strings, dotted keys for nested fields (``windows.estimation_months=24``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"run spec not found: {path} (pass the path of a YAML file such as params/example.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise SpecError(f"run spec {path} is not valid YAML: {e}") from None
-    raw = apply_overrides(raw or {}, overrides)
+        text = spec_yaml.read_spec_text(path)
+    except spec_yaml.SpecFileMissing:
+        raise SpecError(f"run spec not found: {path} (pass the path of a YAML file such as params/example.yaml)") from None
+    except spec_yaml.SpecTextError as e:
+        raise SpecError(f"run spec {path} {e}") from None
+    try:
+        raw = spec_yaml.parse_yaml(text)
+    except spec_yaml.SpecTextError as e:
+        raise SpecError(f"run spec {path} is not valid YAML for a run spec: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"run spec {path} must be a mapping of keys to values (key: value lines, e.g. drivers: [act_tv]), "
+                        f"but it holds a {type(raw).__name__}; write the spec as keys and values (see params/example.yaml)")
+    try:
+        spec_yaml.plain_copy(raw)  # sizes and finite numbers, named with the file (apply_overrides checks again)
+    except spec_yaml.SpecTextError as e:
+        raise SpecError(f"invalid run spec {path}:\n  - {e}") from None
+    raw = apply_overrides(raw, overrides)
     trusted = not overrides and _is_run_spec_copy(path)
     return parse_spec(raw, source=str(path), base_dir=path.resolve().parent, check_path=not trusted)
 

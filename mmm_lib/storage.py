@@ -244,17 +244,30 @@ class Run:
     def write_posterior(self, datatree: Any) -> Path:
         return write_netcdf(self.path("posterior.nc"), datatree)
 
-    def data_source(self) -> Path:
-        """The input file this run reads: ``data_path`` or the dataset's ``raw_data.parquet``."""
+    def data_source(self) -> Any:
+        """The input file this run reads, opened once, checked as opened and read into memory.
+
+        ``data_path``, or the dataset's ``raw_data.parquet``. Returns an
+        :class:`~mmm_lib.input_file.InputFile`: hand it to :func:`~mmm_lib.raw_io.keep_source` and
+        :func:`~mmm_lib.raw_io.load_raw` so both use the same bytes, never the name again. The file must
+        still be a regular file inside the folders the spec check allowed (the allowed roots, and the
+        folder of the path the check resolved, not resolved again): a symlink swapped in since the spec was
+        loaded is refused with :class:`~mmm_lib.input_file.DataFormatError`.
+        """
+        from .input_file import read_input
+        from .spec import allowed_data_roots
+
         if self.spec.data_path is not None:
-            return Path(self.spec.data_path)
-        p = dataset_dir(self.spec.dataset_id) / "raw_data.parquet"
+            p = Path(self.spec.data_path)
+            return read_input(p, allowed_data_roots() + ([p.parent] if p.is_absolute() else []))
+        folder = dataset_dir(self.spec.dataset_id)
+        p = folder / "raw_data.parquet"
         if not p.is_file():
             raise ArtifactMissing(
                 f"dataset {self.spec.dataset_id!r} not found ({p}); add it with "
                 f"`mmm datasets add PATH --id {self.spec.dataset_id}` or set data_path in the spec"
             )
-        return p
+        return read_input(p, [Path(os.path.realpath(folder))])
 
 
 def open_run(spec_path: str | Path, run_id: str, create: bool = False) -> Run:
