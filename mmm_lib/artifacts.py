@@ -49,6 +49,9 @@ PRODUCED_BY = {
     "roi_metrics.json": "06_contribute",
     "fitted.parquet": "06_contribute",
     "fit_metrics.json": "06_contribute",
+    "optimization.json": "07_optimize",
+    "response_curves.parquet": "07_optimize",
+    "scenario.parquet": "07_optimize",
 }
 
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from .spec import SpecError
@@ -99,7 +100,7 @@ EXIT_GATE_STOPPED = 3
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from .runner import RunError, explain_stop, print_headline, run_pipeline
+    from .runner import RunError, explain_stop, print_headline, print_optimization, run_pipeline
 
     try:
         res = run_pipeline(a.spec, a.run_id, a.set, resume=a.resume, restart=a.restart, log=_err,
@@ -115,12 +116,89 @@ def _cmd_run(a: argparse.Namespace) -> int:
         explain_stop(res, _err)
     else:
         print_headline(res, _err)
+        print_optimization(res, _err)
     dg = res.diagnostics
     _print_json({"run_id": res.run_id, "status": res.status, "index": str(res.index),
                  "diagnostics": None if dg is None else {"passed": dg.passed, "gate": dg.gate, "outcome": dg.outcome,
                                                          "reason": dg.reason or None},
                  "stage_times_s": {k: round(v, 1) for k, v in res.stage_times.items()}})
     return EXIT_GATE_STOPPED if res.status == "stopped" else 0
+
+
+def _bounds_arg(items: list[str]) -> tuple[dict[str, object], str | None]:
+    """``--bounds CH=±20%`` / ``CH=LOW:HIGH`` (``*`` for every other channel) → (bounds, default_bound)."""
+    bounds: dict[str, object] = {}
+    default = None
+    for item in items:
+        ch, sep, val = item.partition("=")
+        ch, val = ch.strip(), val.strip()
+        if not sep or not ch or not val:
+            raise SpecError(f"--bounds {item!r}: write CHANNEL=±20% (of current spend) or CHANNEL=LOW:HIGH (spend over "
+                            "the horizon); * for every other channel")  # fmt: skip
+        if ":" in val:
+            lo, _, hi = val.partition(":")
+            try:
+                value: object = [float(lo.replace(",", "")), float(hi.replace(",", ""))]
+            except ValueError:
+                raise SpecError(f"--bounds {item!r}: LOW:HIGH must be two amounts, e.g. {ch}=0:50000") from None
+        else:
+            value = val
+        if ch == "*":
+            default = str(value)
+        else:
+            bounds[ch] = value
+    return bounds, default
+
+
+def _cmd_optimize(a: argparse.Namespace) -> int:
+    """Exit 0 with the recommendation; 2 for settings the spec schema refuses; 1 when the stage fails
+    (infeasible bounds, a bad scenario file: the message names them)."""
+    from .runner import RunError, optimize_run, print_optimization
+
+    overrides: dict[str, object] = {}
+    try:
+        bounds, default = _bounds_arg(a.bounds)
+    except SpecError as e:
+        _err(f"error: {e}")
+        return 2
+    if bounds:
+        overrides["bounds"] = bounds
+    if default:
+        overrides["default_bound"] = default
+    for key in ("budget", "horizon_periods", "objective", "risk_aversion", "starts", "draws"):
+        if getattr(a, key) is not None:
+            overrides[key] = getattr(a, key)
+    if a.per_entity:
+        overrides["per_entity"] = True
+    if a.target_marginal_roi is not None:
+        overrides["target"] = {"metric": "marginal_roi", "value": a.target_marginal_roi}
+    elif a.target_roi is not None:
+        overrides["target"] = {"metric": "roi", "value": a.target_roi}
+    if a.scenario:
+        path = Path(a.scenario).expanduser().resolve()
+        if not path.is_file():
+            _err(f"error: --scenario {a.scenario}: no such file; give a CSV with period_start, channel[, entity_id], spend")
+            return 2
+        overrides["scenario_path"] = str(path)
+    try:
+        res = optimize_run(a.run_id, overrides, log=_err)
+    except SpecError as e:
+        _err(f"error: {e}")
+        return 2
+    except RunError as e:
+        _err(f"error: {e}")
+        return 1
+    if res.status == "failed":
+        _err(f"error: stage {res.failed_stage} failed: {res.error}")
+        _err(f"  details: {res.run_dir / 'status.json'}; report: {res.index}")
+        return 1
+    print_optimization(res, _err)
+    opt = json.loads((res.run_dir / "optimization.json").read_text(encoding="utf-8"))
+    _print_json({"run_id": res.run_id, "status": res.status, "report": str(res.run_dir / "reports" / "07_optimize.html"),
+                 "budget": opt["budget"], "uplift": opt["uplift"],
+                 "channels": {c["channel"]: {"current": c["current_spend"], "recommended": c["recommended_spend"]}
+                              for c in opt["channels"]}})  # fmt: skip
+    return 0
 
 
 def _cmd_datasets(a: argparse.Namespace) -> int:
@@ -323,6 +401,31 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("id", help="run id (`mmm runs list`)")
     x.add_argument("--yes", "-y", action="store_true", help="delete without asking")
     rr.set_defaults(func=_cmd_runs)
+
+    op = sub.add_parser("optimize", help="recommend next period's budget split on a fitted run (07_optimize)",
+                        description="Run 07_optimize on a fitted run without refitting: response curves, the split of a "
+                        "budget that maximises expected incremental sales within bounds, and scenario forecasts. Settings "
+                        "start from the run spec's `optimize:` section (defaults otherwise). Writes optimization.json, "
+                        "response_curves.parquet, scenario.parquet and reports/07_optimize.html.")
+    op.add_argument("run_id", help="run id (`mmm runs list`)")
+    op.add_argument("--budget", type=float, metavar="AMOUNT", help="total spend over the horizon (default: the last "
+                    "horizon's spend)")
+    op.add_argument("--bounds", action="append", default=[], metavar="CH=BOUND",
+                    help="a channel's bound: CH=±20%% (of current spend) or CH=LOW:HIGH (spend over the horizon); "
+                    "*=±30%% for the others; repeat for several channels")
+    op.add_argument("--scenario", metavar="PLAN.csv", help="planned flighting to forecast: period_start, channel"
+                    "[, entity_id], spend")
+    op.add_argument("--horizon", dest="horizon_periods", type=int, metavar="N", help="periods to plan (default 13)")
+    tg = op.add_mutually_exclusive_group()
+    tg.add_argument("--target-marginal-roi", type=float, metavar="V",
+                    help="find the budget instead: the spend where the optimal plan's marginal ROI falls to V (1 = break-even)")
+    tg.add_argument("--target-roi", type=float, metavar="V", help="find the budget where the optimal plan's average ROI falls to V")
+    op.add_argument("--per-entity", action="store_true", help="entity models: optimize each entity's split too")
+    op.add_argument("--objective", choices=["mean", "risk_adjusted"], help="mean (default) or mean - risk_aversion x sd")
+    op.add_argument("--risk-aversion", type=float, metavar="L", help="lambda of the risk-adjusted objective (default 1)")
+    op.add_argument("--starts", type=int, metavar="N", help="optimizer starts (default 4)")
+    op.add_argument("--draws", type=int, metavar="N", help="posterior draws to evaluate plans on (default 200)")
+    op.set_defaults(func=_cmd_optimize)
 
     kinds = sorted(OUTPUT_KINDS)
     o = sub.add_parser("outputs", help="print one output of a run (JSON, table or CSV)",

@@ -1,5 +1,5 @@
 """The pipeline in one process, without notebooks: validate → canonicalize → features → fit → diagnose →
-contribute.
+contribute (→ optimize, when the spec has an ``optimize:`` section).
 
 The same library calls the six notebooks make, in order, on data already in memory. For benchmarks,
 recovery studies and tests that need a run's answer rather than its reports; ``mmm run`` (papermill,
@@ -35,6 +35,7 @@ class PipelineResult:
     contributions: ContributionResult | None  # None only in the partial result a GateStopped carries
     diagnostics: dict[str, Any]  # diagnostics.compute_diagnostics: what diagnostics.json holds
     verdict: GateVerdict  # the convergence verdict as the gate saw it
+    optimization: Any = None  # optimize.OptimizeResult when the spec has an optimize: section (07_optimize)
 
     @property
     def provisional(self) -> bool:
@@ -71,4 +72,12 @@ def run_in_process(raw: pd.DataFrame, spec: RunSpec, progress: bool = False) -> 
     if v.stops:
         raise GateStopped(v, PipelineResult(canonical, column_info, features, meta, scaler, fit, None, diagnostics, v))
     contrib = compute_contributions(canonical, column_info, features, meta, scaler, fit["metadata"], fit["idata"])
-    return PipelineResult(canonical, column_info, features, meta, scaler, fit, contrib, diagnostics, v)
+    optimization = None
+    if spec.optimize is not None:
+        from .optimize import compute_optimization, settings_for
+
+        path = spec.optimize.scenario_path
+        optimization = compute_optimization(canonical, column_info, features, meta, scaler, fit["metadata"], fit["idata"],
+                                            settings_for(spec.optimize), int(spec.random_seed), scenario=path,
+                                            labels=dict(spec.labels or {}))  # fmt: skip
+    return PipelineResult(canonical, column_info, features, meta, scaler, fit, contrib, diagnostics, v, optimization)

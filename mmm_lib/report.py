@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .gate import GateVerdict, verdict
-from .status import STAGE_TITLES, STAGES
+from .status import ALL_STAGES, STAGE_TITLES, STAGES
 from .storage import _atomic, read_json
 from .tables import fmt_fixed
 
@@ -123,6 +123,14 @@ def headlines(run_dir: Path) -> dict[str, str]:
         held = (f" · holdout ({fit['holdout']['periods']} periods): MAPE {fmt_fixed(ho.get('mape'), 1)}%, "
                 f"90% band covers {fmt_fixed(100 * ho['coverage_90'], 0)}%") if ho.get("coverage_90") is not None else ""  # fmt: skip
         out["06_contribute"] = e(f"R² {fmt_fixed(fit.get('r2'), 3)}, MAPE {fmt_fixed(fit.get('mape'), 1)}%{held}")
+    opt = _safe(run_dir, "optimization.json")
+    if opt:
+        up = opt.get("uplift") or {}
+        out["07_optimize"] = e(
+            f"budget {fmt_fixed(opt.get('budget'), 0)} over {opt['horizon']['periods']} periods: recommended split "
+            f"adds {fmt_fixed(up.get('incremental'), 0)} sales ({fmt_fixed(up.get('pct'), 1)}%; 90% interval "
+            f"{fmt_fixed(up.get('incremental_low'), 0)} to {fmt_fixed(up.get('incremental_high'), 0)})"
+        )
     return out
 
 
@@ -201,7 +209,7 @@ def write_index(run_dir: Path) -> Path:
     run_status = str(status.get("status"))
     provisional = v.failed and run_status != "stopped"
     rows = []
-    for stage in STAGES:
+    for stage in [s for s in ALL_STAGES if s in STAGES or s in status.get("stages", {})]:
         st = status.get("stages", {}).get(stage, {})
         state = st.get("status", "pending")
         has_report = (run_dir / "reports" / f"{stage}.html").exists()

@@ -25,7 +25,7 @@ from . import report, status as status_mod, tracking
 from .gate import GateVerdict, read_verdict, report_top_banner
 from .runtime import configure_environment
 from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
-from .status import STAGE_TITLES, STAGES
+from .status import ALL_STAGES, STAGE_TITLES, STAGES
 from .storage import LOCK_FILE, read_json, repo_root, run_dir as run_path, validate_id, write_json
 
 Log = Callable[[str], None]
@@ -182,7 +182,7 @@ def _run_notebook(src: Path, out: Path, parameters: dict, kernel_name: str, stdo
     )
 
 
-def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str) -> None:
+def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str, extra: dict | None = None) -> None:
     out_nb = folder / "notebooks" / f"{stage}.ipynb"
     out_nb.parent.mkdir(exist_ok=True)
     logs = folder / "logs"
@@ -191,7 +191,8 @@ def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str) 
     with open(logs / f"{stage}.stderr.log", "w", encoding="utf-8") as stderr:
         try:
             _run_notebook(notebooks_dir() / f"{stage}.ipynb", out_nb,
-                          {"spec_path": str(folder / "run_spec.json"), "run_id": run_id}, kernel_name, stdout, stderr)
+                          {"spec_path": str(folder / "run_spec.json"), "run_id": run_id, **(extra or {})}, kernel_name,
+                          stdout, stderr)
         finally:
             stdout.flush()
 
@@ -215,7 +216,7 @@ def _render(folder: Path, stage: str) -> None:
     if path.exists():
         nb = nbformat.read(str(path), as_version=4)  # read once, render twice
         # Numbers computed from a fit that failed its checks: the page opens with a PROVISIONAL bar.
-        banner = report_top_banner(read_verdict(folder)) if stage == GATED_STAGE else ""
+        banner = report_top_banner(read_verdict(folder)) if stage in (GATED_STAGE, "07_optimize") else ""
         report.export_html(nb, folder / "reports" / f"{stage}.html", hide_code=True, banner_html=banner)
         report.export_html(nb, folder / "reports" / f"{stage}_code.html", hide_code=False, banner_html=banner)
 
@@ -289,8 +290,9 @@ def run_pipeline(
             if resume:
                 if not _same_spec(read_json(folder / "run_spec.json"), spec):
                     raise RunError(f"run {run_id!r} was made with a different spec; use --restart to run it anew")
-                done = [s for s in STAGES if old["stages"][s]["status"] == "completed"]
-                start_at = len(done) if done == STAGES[: len(done)] else 0
+                planned = [s for s in ALL_STAGES if s in old["stages"]]
+                done = [s for s in planned if old["stages"][s]["status"] == "completed"]
+                start_at = len(done) if done == planned[: len(done)] else 0
                 st = old
             elif restart:
                 for child in folder.iterdir():
@@ -309,28 +311,30 @@ def run_pipeline(
                 )
         if start_at == 0:
             write_json(folder / "run_spec.json", spec_to_dict(spec))
-            st = status_mod.new_status(run_id)
+            st = status_mod.new_status(run_id, status_mod.planned_stages(spec))
             status_mod.write_status(folder, st)
         result = RunResult(run_id=run_id, run_dir=folder, status="running")
         log(f"run {run_id}: {folder}")
         log(f"  compile cache: {env['PYTENSOR_FLAGS']}")
         t_run = time.perf_counter()
-        for i, stage in enumerate(STAGES):
+        stages = [s for s in ALL_STAGES if s in st["stages"]]
+        n = len(stages)
+        for i, stage in enumerate(stages):
             if i < start_at:
-                log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} already completed (resumed)")
+                log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} already completed (resumed)")
                 continue
             if stage == GATED_STAGE:
                 result.diagnostics = _gate(folder, st, log)
                 if result.diagnostics.stops:
                     status_mod.mark_stopped(folder, st, DIAGNOSE_STAGE, by=GATE, reason=result.diagnostics.reason,
-                                            skipped=STAGES[i:])
+                                            skipped=stages[i:])
                     report.write_index(folder)
-                    log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} not run: stopped by {GATE}: stop")
+                    log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} not run: stopped by {GATE}: stop")
                     result.status = "stopped"
                     if track:
                         tracking.log_run(result, log)
                     return result
-            log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} running …")
+            log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} running …")
             status_mod.mark_stage(folder, st, stage, "running")
             t0 = time.perf_counter()
             try:
@@ -343,7 +347,7 @@ def run_pipeline(
                     _render(folder, stage)
                 finally:
                     report.write_index(folder)
-                log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} FAILED after {dt:.1f} s")
+                log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} FAILED after {dt:.1f} s")
                 result.status, result.failed_stage, result.error = "failed", stage, reason
                 result.stage_times[stage] = dt
                 if track:
@@ -354,7 +358,7 @@ def run_pipeline(
             status_mod.mark_stage(folder, st, stage, "completed", duration_s=dt)
             _render(folder, stage)
             report.write_index(folder)
-            log(f"[{i + 1}/6] {STAGE_TITLES[stage]:<20} done in {dt:.1f} s")
+            log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} done in {dt:.1f} s")
         if result.diagnostics is None:  # every stage was already completed (resumed)
             result.diagnostics = read_verdict(folder)
         status_mod.mark_run(folder, st, "completed")
@@ -365,6 +369,84 @@ def run_pipeline(
         if track:
             tracking.log_run(result, log)
         return result
+
+
+OPTIMIZE_STAGE = "07_optimize"
+
+
+def optimize_run(run_id: str, overrides: dict | None = None, *, log: Log = print, kernel_name: str = "python3") -> RunResult:
+    """Run (or rerun) 07_optimize on a fitted run, without refitting: ``mmm optimize``.
+
+    ``overrides`` are ``optimize`` settings (``budget``, ``bounds``, ``scenario_path`` …) on top of the run
+    spec's section; they are validated before any kernel starts (:class:`~mmm_lib.spec.SpecError`), passed
+    to the notebook and recorded in ``optimization.json``. The stage is added to ``status.json``, its report
+    rendered and the index updated, as in ``mmm run``.
+    """
+    from .optimize.stage import settings_for
+
+    folder = run_path(validate_id(run_id, "run_id"))
+    if not (folder / "status.json").exists():
+        raise RunError(f"run {run_id!r} does not exist or was not made by `mmm run` ({folder}); see `mmm runs list`")
+    spec = load_spec(folder / "run_spec.json")
+    settings_for(spec.optimize, overrides)  # SpecError here, before a kernel starts
+    configure_environment()
+    with _Lock(folder):
+        st = read_json(folder / "status.json")
+        if st.get("status") == "stopped":
+            raise RunError(f"run {run_id!r} was stopped by {st.get('stopped_by') or GATE} ({st.get('reason')}): its fit "
+                           "failed the convergence checks, so there is no posterior to plan with; fix the fit first")  # fmt: skip
+        if st["stages"].get("04_fit", {}).get("status") != "completed":
+            raise RunError(f"run {run_id!r} has no completed fit (04_fit is {st['stages'].get('04_fit', {}).get('status')}); "
+                           f"finish it with `mmm run … --run-id {run_id} --resume`")  # fmt: skip
+        status_mod.add_stage(folder, st, OPTIMIZE_STAGE)
+        result = RunResult(run_id=run_id, run_dir=folder, status="running")
+        log(f"run {run_id}: {STAGE_TITLES[OPTIMIZE_STAGE]} running …")
+        status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "running")
+        t0 = time.perf_counter()
+        try:
+            _execute(OPTIMIZE_STAGE, folder, run_id, log, kernel_name, {"optimize": dict(overrides or {})})
+        except Exception as exc:  # noqa: BLE001 - recorded, then reported
+            dt = time.perf_counter() - t0
+            reason, tb = _reason(exc)
+            status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "failed", duration_s=dt, error=reason, traceback=tb)
+            try:
+                _render(folder, OPTIMIZE_STAGE)
+            finally:
+                report.write_index(folder)
+            result.status, result.failed_stage, result.error = "failed", OPTIMIZE_STAGE, reason
+            result.stage_times[OPTIMIZE_STAGE] = dt
+            return result
+        dt = time.perf_counter() - t0
+        result.stage_times[OPTIMIZE_STAGE] = dt
+        status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "completed", duration_s=dt)
+        _render(folder, OPTIMIZE_STAGE)
+        if all(s.get("status") == "completed" for s in st["stages"].values()):
+            status_mod.mark_run(folder, st, "completed")
+        report.write_index(folder)
+        result.status = "completed"
+        result.diagnostics = read_verdict(folder)
+        log(f"  done in {dt:.1f} s")
+        return result
+
+
+def print_optimization(result: RunResult, log: Log = print) -> None:
+    """The recommendation in a few lines: budget, uplift with its interval, each channel's change."""
+    try:
+        opt = read_json(result.run_dir / "optimization.json")
+    except FileNotFoundError:
+        return
+    up, hz = opt["uplift"], opt["horizon"]
+    v = result.diagnostics or read_verdict(result.run_dir)
+    mark = "  PROVISIONAL (convergence checks failed)" if v.failed else ""
+    log(f"  budget {opt['budget']:,.0f} over {hz['periods']} periods ({hz['start']} → {hz['end']}), {opt['budget_source']}{mark}")
+    log(f"  recommended split adds {up['incremental']:,.0f} sales over the current split "
+        f"[90%: {up['incremental_low']:,.0f} – {up['incremental_high']:,.0f}], P(gain) {100 * up['probability_positive']:.0f}%")
+    for c in opt["channels"]:
+        where = f"  (at {c['at_bound']} bound)" if c.get("at_bound") in ("lower", "upper") else ""
+        log(f"  {c['channel']:<16} {c['current_spend']:>14,.0f} → {c['recommended_spend']:>14,.0f}{where}")
+    for m in opt.get("messages", []):
+        log(f"  - {m}")
+    log(f"  report: {result.run_dir / 'reports' / f'{OPTIMIZE_STAGE}.html'}")
 
 
 def explain_stop(result: RunResult, log: Log = print) -> None:

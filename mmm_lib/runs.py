@@ -20,6 +20,7 @@ OUTPUT_KINDS = {
     "summary": None,
     "features": "features.parquet",
     "canonical": "canonical_data.parquet",
+    "optimize": None,  # optimization.json with the response curves and the scenario forecast
 }
 
 
@@ -43,12 +44,12 @@ def _notebook_run_row(d: Path) -> dict[str, Any]:
     """A run folder made by the notebooks opened by hand (``open_run(..., create=True)``): no status.json,
     so the stage reached is read from the artifacts present and the times from the files."""
     from .artifacts import PRODUCED_BY
-    from .status import STAGES
+    from .status import ALL_STAGES
 
     files = [p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")]
     # run_spec.json is written by whichever notebook opens the run first: it says nothing about progress.
     reached = [PRODUCED_BY[p.name] for p in files if p.name in PRODUCED_BY and p.name != "run_spec.json"]
-    stage = max(reached, key=STAGES.index) if reached else None
+    stage = max(reached, key=ALL_STAGES.index) if reached else None
     return {"run_id": d.name, "status": "interactive", "stage": stage,
             "created_at": _mtime_iso(d / "run_spec.json"),
             "updated_at": _mtime_iso(max(files, key=lambda p: p.stat().st_mtime)), "source": "notebook"}
@@ -113,6 +114,10 @@ def get_output(run_id: str, kind: str, fmt: str = "summary") -> Any:
             if fmt not in ("summary", "timeseries"):
                 raise ValueError(f"--format {fmt!r}: use summary or timeseries")
             return read_json(d / "contribution_summary.json") if fmt == "summary" else read_records(d / "contributions.parquet")
+        if kind == "optimize":
+            # optimization.json first, so its channel allocation is the table `--format table` shows
+            return {**read_json(d / "optimization.json"), "response_curves": read_records(d / "response_curves.parquet"),
+                    "forecast": read_records(d / "scenario.parquet")}  # fmt: skip
         if kind == "fitted":
             return {"metrics": read_json(d / "fit_metrics.json"), "fitted": read_records(d / "fitted.parquet")}
         if kind == "summary":

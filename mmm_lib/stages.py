@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import PRODUCED_BY, check_for_write
-from .status import STAGES
+from .status import ALL_STAGES
 from .storage import to_plain
 
 # Artifacts a stage writes outside write_outputs: run_spec.json by open_run(create=True) (and the
@@ -40,6 +40,15 @@ _INPUTS: dict[str, tuple[str, ...]] = {
         "model_metadata.json",
         "posterior.nc",
     ),
+    "07_optimize": (  # the fitted run; 06's artifacts are not needed (every number is recomputed from the model)
+        "canonical_data.parquet",
+        "column_info.json",
+        "features.parquet",
+        "feature_metadata.json",
+        "feature_scaler.json",
+        "model_metadata.json",
+        "posterior.nc",
+    ),
 }
 
 # stage -> (inputs, outputs)
@@ -48,7 +57,7 @@ STAGE_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         _INPUTS[stage],
         tuple(name for name, by in PRODUCED_BY.items() if by == stage and name not in _WRITTEN_ELSEWHERE),
     )
-    for stage in STAGES
+    for stage in ALL_STAGES
 }
 
 

@@ -15,6 +15,10 @@ from typing import Any
 from .storage import read_json, write_json
 
 STAGES = ["01_validate", "02_canonicalize", "03_features", "04_fit", "05_diagnose", "06_contribute"]
+# Run after the six when the spec has their section (07_optimize: ``optimize:``), or later on a finished
+# run (``mmm optimize``); a run's status.json lists the stages it plans.
+OPTIONAL_STAGES = ["07_optimize"]
+ALL_STAGES = STAGES + OPTIONAL_STAGES
 STAGE_TITLES = {
     "01_validate": "Validate",
     "02_canonicalize": "Canonicalize",
@@ -22,14 +26,32 @@ STAGE_TITLES = {
     "04_fit": "Fit",
     "05_diagnose": "Diagnose",
     "06_contribute": "Contributions & ROI",
+    "07_optimize": "Budget optimization",
 }
+
+
+def planned_stages(spec: Any) -> list[str]:
+    """The stages a run of ``spec`` (a RunSpec or its dict) goes through: the six, and 07 with ``optimize:``."""
+    has = spec.get("optimize") if isinstance(spec, dict) else getattr(spec, "optimize", None)
+    return STAGES + (["07_optimize"] if has is not None else [])
+
+
+def _pending() -> dict[str, Any]:
+    return {"status": "pending", "started_at": None, "finished_at": None, "duration_s": None, "error": None}
+
+
+def add_stage(run_dir: Path, status: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Plan ``stage`` (an optional stage) in an existing run's status, as pending."""
+    status["stages"].setdefault(stage, _pending())
+    write_status(run_dir, status)
+    return status
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def new_status(run_id: str) -> dict[str, Any]:
+def new_status(run_id: str, stages: list[str] | None = None) -> dict[str, Any]:
     t = now_iso()
     return {
         "run_id": run_id,
@@ -42,8 +64,7 @@ def new_status(run_id: str) -> dict[str, Any]:
         "stopped_by": None,
         "reason": None,
         "gate": None,
-        "stages": {s: {"status": "pending", "started_at": None, "finished_at": None, "duration_s": None, "error": None}
-                   for s in STAGES},
+        "stages": {s: _pending() for s in (stages or STAGES)},
     }
 
 

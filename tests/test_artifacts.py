@@ -20,7 +20,7 @@ from mmm_lib.features import build_features
 from mmm_lib.raw_io import load_raw
 from mmm_lib.spec import load_spec
 from mmm_lib.stages import STAGE_IO, read_inputs, write_outputs
-from mmm_lib.status import STAGES
+from mmm_lib.status import ALL_STAGES, STAGES
 from mmm_lib.storage import Run, to_plain, open_run, repo_root
 
 REPO = repo_root()
@@ -274,15 +274,15 @@ def test_write_outputs_validates_everything_before_writing_anything(outputs_root
 
 
 def test_stage_io_is_one_table_consistent_with_the_producers():
-    assert list(STAGE_IO) == STAGES
+    assert list(STAGE_IO) == ALL_STAGES
     written = [n for _, outs in STAGE_IO.values() for n in outs]
     assert len(written) == len(set(written))
     assert set(written) == set(PRODUCED_BY) - {"run_spec.json"}
-    for i, stage in enumerate(STAGES):
+    for i, stage in enumerate(ALL_STAGES):
         ins, outs = STAGE_IO[stage]
         assert all(PRODUCED_BY[n] == stage for n in outs)
         for n in ins:  # every input comes from an earlier stage
-            assert STAGES.index(PRODUCED_BY[n]) < i, (stage, n)
+            assert ALL_STAGES.index(PRODUCED_BY[n]) < i, (stage, n)
 
 
 def test_read_inputs_and_write_outputs_round_trip(run, produced):

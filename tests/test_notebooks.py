@@ -6,12 +6,16 @@ from pathlib import Path
 import papermill
 import pytest
 
-from mmm_lib.status import STAGES
+from mmm_lib.status import ALL_STAGES
 
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-@pytest.mark.parametrize("stage", STAGES)
+# Parameters beyond spec_path and run_id: what a CLI command passes to an optional stage (`mmm optimize`).
+EXTRA_PARAMETERS = {"07_optimize": {"optimize"}}
+
+
+@pytest.mark.parametrize("stage", ALL_STAGES)
 def test_notebook_is_committed_clean_with_two_parameters(stage):
     path = NB_DIR / f"{stage}.ipynb"
     nb = json.loads(path.read_text())
@@ -21,11 +25,11 @@ def test_notebook_is_committed_clean_with_two_parameters(stage):
     assert all(c.get("id") for c in nb["cells"]) and len({c["id"] for c in nb["cells"]}) == len(nb["cells"])
     assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
     params = papermill.inspect_notebook(str(path))
-    assert set(params) == {"spec_path", "run_id"}
+    assert set(params) == {"spec_path", "run_id"} | EXTRA_PARAMETERS.get(stage, set())
     assert params["spec_path"]["default"].strip("'\"") == "../params/example.yaml"
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", ALL_STAGES)
 def test_notebooks_are_thin(stage):
     """Logic lives in mmm_lib: no function definitions, loops or direct plotting in notebooks."""
     nb = json.loads((NB_DIR / f"{stage}.ipynb").read_text())

@@ -294,16 +294,27 @@ class MMM:
     def _media_from(self, lagged: Any, params: Mapping[str, Any], xp: Any) -> Any:
         """Saturated adstock from a lag stack — THE media transform of the learned model, graph or numpy.
 
-        ``lagged`` is (L, …, C); each parameter broadcasts against one lag slice (…, C).
+        ``lagged`` is (L, …, C); each parameter broadcasts against one lag slice (…, C). The two steps are
+        :meth:`_adstock_of` (linear in the activity) and :meth:`_saturation_of`.
         """
-        w = tf.adstock_weights(params["decay"], self.max_lag, True, xp)
-        ad = tf.adstock(lagged, w, self.max_lag)
+        return self._saturation_of(self._adstock_of(lagged, params, xp), params, xp)
+
+    def _adstock_of(self, lagged: Any, params: Mapping[str, Any], xp: Any) -> Any:
+        """Normalised geometric adstock with the learned decay: linear in the lagged activity."""
+        return tf.adstock(lagged, tf.adstock_weights(params["decay"], self.max_lag, True, xp), self.max_lag)
+
+    def _saturation_of(self, ad: Any, params: Mapping[str, Any], xp: Any, reference: Any = None) -> Any:
+        """The learned saturation of adstocked activity, relative to its value at the reference level.
+
+        ``reference`` defaults to the model's (C,) reference levels; a compiled plan passes it as an input.
+        """
         sat = {k: params[SATURATION_RV[k]] for k in tf.SATURATION_PARAMS[self.saturation]}
+        ref = self._reference if reference is None else reference
         # Relative to the curve's value at the channel's typical active level: media = 1 there, so
         # beta is the log-lift at typical activity (what the data pin down), not at full saturation.
         # Otherwise beta and the half-saturation trade off along a ridge (beta·x/K for x << K), which
         # NUTS mixes slowly and which lets the prior favour large effects of unsaturated channels.
-        return tf.saturate(self.saturation, ad, sat, xp) / tf.saturate(self.saturation, self._reference, sat, xp)
+        return tf.saturate(self.saturation, ad, sat, xp) / tf.saturate(self.saturation, ref, sat, xp)
 
     # ------------------------------------------------------------------ numpy evaluation on draws
 
@@ -377,18 +388,65 @@ class MMM:
 
     # ------------------------------------------------------------------ any window, numpy or graph
 
-    def _fixed_media(self, lagged: Any, xp: Any) -> Any:
-        """The fixed-transform media feature from a lag stack (L, …, C): adstock / ``adstock_max`` → saturation.
+    def _fixed_adstock(self, lagged: Any) -> Any:
+        """The fixed-transform adstock divided by ``adstock_max``: linear in the lagged activity.
 
-        The same functions :func:`mmm_lib.features.media_features` applies; here in any namespace.
+        With :meth:`_fixed_saturation`, the functions :func:`mmm_lib.features.media_features` applies.
         """
         w = tf.adstock_weights(np.asarray(self.decays, dtype=float), self.max_lag, False)
         amax = np.array([float(self.feature_scaler["media"][c]["adstock_max"]) for c in self.data.channels])
-        scaled = tf.adstock(lagged, w, self.max_lag) / amax
+        return tf.adstock(lagged, w, self.max_lag) / amax
+
+    def _fixed_saturation(self, scaled: Any, xp: Any) -> Any:
+        """The spec's saturation (fixed parameters) of max-scaled adstock."""
         if self.saturation == "none":
             return scaled
         sat = dict(self.feature_metadata.get("saturation") or {})
         return tf.saturate(self.saturation, scaled, {k: float(sat[k]) for k in tf.SATURATION_PARAMS[self.saturation]}, xp)
+
+    def window_adstock(self, draws: Mapping[str, Any], activity: Any, n_periods: int, entities: list[int] | None = None,
+                       history: int = 0, xp: Any = np) -> Any:
+        """(S or 1, E', T' - history, C) adstocked activity over a window of raw ``activity`` (E', T', C).
+
+        Linear in ``activity``: a plan's adstock is the history's plus each channel's spend times the
+        adstock of one unit of it (what :class:`mmm_lib.optimize.plan.PlanModel` precomputes). The first
+        ``history`` rows serve only as carryover into the rows returned.
+        """
+        ents = list(range(len(self.data.entities))) if entities is None else list(entities)
+        lagged = tf.shifted_stack(activity, self.max_lag, n_periods, xp)[:, :, history:, :]  # (L, E', T, C)
+        if not self.learned:
+            return self._fixed_adstock(lagged)[None]
+        lagged = lagged / self._activity_scale[ents][None, :, None, :]
+        return self._adstock_of(lagged[:, None], {"decay": draws["decay"][:, None, None, :]}, xp)
+
+    def window_offset(self, draws: Mapping[str, Any], controls: np.ndarray, entities: list[int] | None = None,
+                      history: int = 0) -> np.ndarray:
+        """(S, E', T' - history) the non-media part of the log-scale sales: intercept + controls · gamma + centre."""
+        ents = list(range(len(self.data.entities))) if entities is None else list(entities)
+        icpt = np.asarray(draws["intercept"], dtype=float)
+        icpt = icpt[:, ents] if icpt.ndim == 2 else icpt[:, None]
+        ctrl = np.asarray(controls, dtype=float)[:, history:, :]
+        out = np.broadcast_to(icpt[:, :, None], (icpt.shape[0], len(ents), ctrl.shape[1])).copy()
+        if self.data.control_names:
+            out = out + (ctrl[None] * np.asarray(draws["gamma"], dtype=float)[:, None, None, :]).sum(axis=-1)
+        return out + self.data.target_center[ents][None, :, None]
+
+    def sales_from_adstock(self, adstocked: Any, offset: Any, beta: Any, saturation: Mapping[str, Any] | None = None,
+                           reference: Any = None, xp: Any = np) -> Any:
+        """(S, E', T) expected sales ``expm1(offset + sum_c beta * saturate(adstocked))``.
+
+        ``beta`` (S, E', C) are the channel effects (:meth:`beta_entity`); ``saturation`` the learned
+        saturation parameters shaped to broadcast (S, 1, 1, C) (None for fixed transforms).
+        """
+        if self.learned:
+            media = self._saturation_of(adstocked, saturation or {}, xp, reference)
+        else:
+            media = self._fixed_saturation(adstocked, xp)
+        return xp.expm1(offset + (beta[:, :, None, :] * media).sum(axis=-1))
+
+    def saturation_draws(self, draws: Mapping[str, Any]) -> dict[str, Any]:
+        """The learned saturation parameters per draw, shaped (S, 1, 1, C) (empty for fixed transforms)."""
+        return {k: draws[k][:, None, None, :] for k in self.transform_parameters if k != "decay"}
 
     def window_sales(self, draws: Mapping[str, Any], activity: Any, controls: np.ndarray, entities: list[int] | None = None,
                      history: int = 0, xp: Any = np) -> Any:
@@ -398,26 +456,12 @@ class MMM:
         The model's transform, linear predictor and ``expm1`` for periods the data do not hold: a
         future horizon (budget plans, scenarios) or the observed window (where it equals
         :meth:`expected_sales`, which a test checks). Adstock sees only the window: its first
-        ``history`` rows serve only as carryover into the rows returned. With ``xp=pytensor.tensor``,
-        ``activity`` and the ``draws`` may be symbolic: the optimizer differentiates this very expression.
+        ``history`` rows serve only as carryover into the rows returned.
         """
         ents = list(range(len(self.data.entities))) if entities is None else list(entities)
-        n_periods = int(np.shape(controls)[1])
-        lagged = tf.shifted_stack(activity, self.max_lag, n_periods, xp)[:, :, history:, :]  # (L, E', T, C)
-        if self.learned:
-            lagged = lagged / self._activity_scale[ents][None, :, None, :]
-            params = {k: draws[k][:, None, None, :] for k in self.transform_parameters}
-            media = self._media_from(lagged[:, None], params, xp)  # (S, E', T, C)
-        else:
-            media = self._fixed_media(lagged, xp)[None]
-        b = draws["beta_entity"][:, ents] if "beta_entity" in draws else draws["beta"][:, None, :]
-        icpt = draws["intercept"]
-        icpt = icpt[:, ents] if icpt.ndim == 2 else icpt[:, None]
-        mu = icpt[:, :, None] + (b[:, :, None, :] * media).sum(axis=-1)
-        if self.data.control_names:
-            ctrl = np.asarray(controls, dtype=float)[:, history:, :]
-            mu = mu + (ctrl[None] * draws["gamma"][:, None, None, :]).sum(axis=-1)
-        return xp.expm1(mu + self.data.target_center[ents][None, :, None])
+        ad = self.window_adstock(draws, activity, int(np.shape(controls)[1]), ents, history, xp)
+        return self.sales_from_adstock(ad, self.window_offset(draws, controls, ents, history), self.beta_entity(draws, ents),
+                                       self.saturation_draws(draws), xp=xp)  # fmt: skip
 
     def response(self, draws: Mapping[str, np.ndarray], activity: np.ndarray, entities: list[int] | None = None) -> np.ndarray:
         """(S, E', T, C) media terms on the log scale for raw ``activity``: what each channel adds to ``mu``."""
