@@ -1045,3 +1045,168 @@ def panel_spec(source: pd.DataFrame | Mapping[str, Any], **overrides: Any) -> di
     raw.update(overrides)
     parse_spec(raw, source="panel_spec(...)")
     return raw
+
+
+# --------------------------------------------------------------------------------------------
+# the budget optimizer against the truth: what a spend plan truly earns under simulate_panel's process
+
+
+def _plan_oracle(truth: Mapping[str, Any], data: pd.DataFrame, horizon: Any) -> Any:
+    """``f(spend) -> float``: the true incremental sales of a plan's spend (E, C) (see :func:`true_plan_incremental`).
+
+    The observed grid, the held price and the sales with no planned spend are computed once, so an
+    optimizer can call ``f`` many times.
+    """
+    p = truth["params"]
+    act_obs, price_obs, _, _ = _panel_grid(truth, data)
+    T, H = act_obs.shape[1], int(horizon.n_periods)
+    missing = sorted(set(p["entities"]) ^ set(horizon.entities)) + sorted(set(p["channels"]) ^ set(horizon.channels))
+    if missing:
+        raise ValueError(f"the horizon and the truth disagree on entities/channels {missing[:5]}; build the horizon "
+                         "from a run fitted on this panel with all its channels as drivers")  # fmt: skip
+    expected_start = pd.Timestamp(p["period_start"][-1]) + pd.Timedelta(days=7)
+    if pd.Timestamp(horizon.periods[0]) != expected_start:
+        raise ValueError(f"the horizon starts {pd.Timestamp(horizon.periods[0]).date()}, not the week after the "
+                         f"panel's last period ({expected_start.date()}); fit on the whole panel")  # fmt: skip
+    e_idx = [list(horizon.entities).index(e) for e in p["entities"]]
+    c_idx = [list(horizon.channels).index(c) for c in p["channels"]]
+    # the truth's own carryover counts in full, even when the fitted model keeps fewer lags than the generator
+    n_future = max(H + len(horizon.tail_periods), H + int(p["max_lag"]) - 1)
+    held_price = price_obs[:, T - min(H, T):].mean(axis=1, keepdims=True)
+    price = np.concatenate([price_obs, np.repeat(held_price, n_future, axis=1)], axis=1)
+
+    def future_mean(spend: np.ndarray) -> np.ndarray:
+        win = np.asarray(horizon.activity(np.asarray(spend, dtype=float)), dtype=float)[:, horizon.n_history:, :]
+        future = np.zeros((len(e_idx), n_future, len(c_idx)))
+        future[:, : win.shape[1], :] = win[e_idx][:, :, c_idx]
+        return _panel_mean(truth, np.concatenate([act_obs, future], axis=1), price)[:, T:]
+
+    none = future_mean(np.zeros((len(horizon.entities), len(horizon.channels))))
+
+    def f(spend: np.ndarray) -> float:
+        return float((future_mean(spend) - none).sum())
+
+    return f
+
+
+def true_plan_incremental(truth: Mapping[str, Any], data: pd.DataFrame, horizon: Any, spend: Any) -> float:
+    """True incremental sales of a spend plan over a budget horizon, from :func:`simulate_panel`'s own equations.
+
+    The oracle the budget optimizer is judged by. The plan's spend becomes activity exactly as the
+    suite lays it out (``horizon.activity``: the same flighting and cost per unit), so two plans
+    compared with it differ only in their allocation. The true process then runs on the observed
+    activity followed by the plan's future activity (horizon, then periods without planned spend
+    while the carryover lasts: the horizon's tail, extended to the generator's ``max_lag - 1`` when
+    that is longer), with the time index (season, trend) continuing and each entity's price held at
+    its mean over the last ``H`` observed periods (what the horizon assumes for controls). The
+    result is the sum over those future rows and all entities of the noise-free expected sales with
+    the plan minus those with no planned spend (channels the horizon holds stay in both).
+
+    Parameters
+    ----------
+    truth, data
+        The truth dict and the panel of :func:`simulate_panel` (the frame the run was fitted on).
+    horizon
+        The run's :class:`mmm_lib.optimize.horizon.Horizon`, built on the whole panel.
+    spend
+        (E, C) spend over the horizon in ``horizon.entities`` × ``horizon.channels`` order.
+
+    Returns
+    -------
+    float
+        True incremental sales of the plan (0 for the zero plan).
+    """
+    return _plan_oracle(truth, data, horizon)(np.asarray(spend, dtype=float))
+
+
+def _onto_budget(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, budget: float) -> np.ndarray:
+    """``clip(x + t, lower, upper)`` summing to ``budget`` (bisection on the shift ``t``)."""
+    lo_t, hi_t = float(lower.min() - x.max()) - 1.0, float(upper.max() - x.min()) + 1.0
+    for _ in range(200):
+        t = 0.5 * (lo_t + hi_t)
+        lo_t, hi_t = (lo_t, t) if np.clip(x + t, lower, upper).sum() > budget else (t, hi_t)
+    return np.clip(x + 0.5 * (lo_t + hi_t), lower, upper)
+
+
+def true_optimal_plan(
+    truth: Mapping[str, Any], data: pd.DataFrame, horizon: Any, problem: Any, budget: float, starts: int = 6,
+    random_seed: int = 0,
+) -> tuple[np.ndarray, float]:  # fmt: skip
+    """The allocation of ``budget`` that maximises :func:`true_plan_incremental` over an optimizer's problem.
+
+    The same decision variables, bounds and budget as the suite's optimizer
+    (:func:`mmm_lib.optimize.allocate.build_problem`): ``problem.mapping`` turns the variables into
+    spend (E, C), ``problem.lower`` / ``problem.upper`` bound them, ``problem.channel_limits`` bound a
+    channel's total, and the variables sum to ``budget``. scipy's SLSQP maximises the true
+    incremental sales (central finite-difference gradients) from ``starts`` points: the current
+    split scaled to the budget, an equal split and random splits; the best result is kept (a start
+    itself counts, so the optimum is never below the current split).
+
+    Parameters
+    ----------
+    truth, data, horizon
+        As :func:`true_plan_incremental`.
+    problem
+        :class:`mmm_lib.optimize.allocate.Problem` (attributes ``mapping``, ``current``, ``lower``,
+        ``upper``, ``index``, ``channel_limits``).
+    budget
+        Total spend over the horizon.
+    starts
+        Starting points (at least 1).
+    random_seed
+        Random seed of the random starting splits.
+
+    Returns
+    -------
+    spend, value
+        The optimal variables (n,) (spend per variable, as :class:`~mmm_lib.optimize.allocate.Solution`'s
+        ``spend``) and their true incremental sales.
+    """
+    from scipy.optimize import minimize
+
+    oracle = _plan_oracle(truth, data, horizon)
+    E, C = len(horizon.entities), len(horizon.channels)
+    mapping = np.asarray(problem.mapping, dtype=float)
+    lower, upper = np.asarray(problem.lower, dtype=float), np.asarray(problem.upper, dtype=float)
+    current = np.asarray(problem.current, dtype=float)
+    n = len(current)
+
+    def value(x: np.ndarray) -> float:
+        return oracle((mapping @ x).reshape(E, C))
+
+    scale_f = max(abs(value(current)), 1e-9) if current.sum() > 0 else 1.0
+    step = 1e-6
+
+    def fun(u: np.ndarray) -> float:
+        return -value(u * budget) / scale_f
+
+    def jac(u: np.ndarray) -> np.ndarray:
+        g = np.empty(n)
+        for i in range(n):
+            d = np.zeros(n)
+            d[i] = step
+            g[i] = (fun(u + d) - fun(u - d)) / (2 * step)
+        return g
+
+    cons: list[dict[str, Any]] = [{"type": "eq", "fun": lambda u: u.sum() - 1.0, "jac": lambda u: np.ones_like(u)}]
+    for c, (a, b) in (getattr(problem, "channel_limits", None) or {}).items():
+        sel = np.array([cc == c for _, cc in problem.index], dtype=float)
+        cons.append({"type": "ineq", "fun": lambda u, s=sel, a=a: s @ u - a / budget, "jac": lambda u, s=sel: s})
+        cons.append({"type": "ineq", "fun": lambda u, s=sel, b=b: b / budget - s @ u, "jac": lambda u, s=sel: -s})
+    rng = np.random.default_rng(random_seed)
+    points = [current * budget / current.sum() if current.sum() > 0 else np.full(n, budget / n), np.full(n, budget / n)]
+    points += [rng.dirichlet(np.ones(n)) * budget for _ in range(max(int(starts), 1) - 2)]
+    best_x, best_v = None, -np.inf
+    for x0 in points[: max(int(starts), 1)]:
+        x0 = _onto_budget(x0, lower, upper, budget)
+        res = minimize(fun, x0 / budget, jac=jac, method="SLSQP", bounds=list(zip(lower / budget, upper / budget)),
+                       constraints=cons, options={"maxiter": 500, "ftol": 1e-12})  # fmt: skip
+        for x in (x0, np.clip(res.x, lower / budget, upper / budget) * budget):
+            feasible = all(con["fun"](x / budget) >= -1e-6 for con in cons[1:]) and abs(x.sum() - budget) <= 1e-6 * budget
+            v = value(x) if feasible else -np.inf
+            if v > best_v:
+                best_x, best_v = x, v
+    if best_x is None:
+        raise ValueError(f"no allocation of the budget {budget:,.0f} met the problem's bounds from {len(points)} starts; "
+                         "check the budget against the bounds (mmm_lib.optimize.allocate.check_feasible)")
+    return best_x, float(best_v)

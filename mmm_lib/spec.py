@@ -456,7 +456,7 @@ def allowed_data_roots(spec_dir: Path | None = None) -> list[Path]:
     return list(dict.fromkeys(r.resolve() for r in roots))
 
 
-def check_data_path(data_path: str | Path, spec_dir: Path | None = None) -> Path:
+def check_data_path(data_path: str | Path, spec_dir: Path | None = None, key: str = "data_path") -> Path:
     """Refuse a ``data_path`` outside :func:`allowed_data_roots` (so a spec cannot read arbitrary files).
 
     Parameters
@@ -487,11 +487,11 @@ def check_data_path(data_path: str | Path, spec_dir: Path | None = None) -> Path
             return real  # not there (yet): reading it says so
         if not stat.S_ISREG(mode):
             kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, device or socket)"
-            raise SpecError(f"data_path {str(data_path)!r} is {kind}; point data_path at a CSV or Parquet file")
+            raise SpecError(f"{key} {str(data_path)!r} is {kind}; point {key} at a CSV or Parquet file")
         return real
     via = f" (resolves to {str(real)!r})" if str(real) != str(given) else ""
     raise SpecError(
-        f"data_path {str(data_path)!r}{via} is outside the folders a run spec may read data from: "
+        f"{key} {str(data_path)!r}{via} is outside the folders a run spec may read data from: "
         f"{', '.join(str(r) for r in roots)}. Move the file into one of them (e.g. next to the spec), or allow "
         f"its folder by setting the environment variable {DATA_PATHS_ENV}={real.parent} "
         f"(several folders separated by {os.pathsep!r})"
@@ -526,6 +526,14 @@ def parse_spec(
                 spec.data_path = str(real)
         elif base_dir is not None and not Path(spec.data_path).is_absolute():
             spec.data_path = str((base_dir / spec.data_path).resolve())
+    scenario = spec.optimize.scenario_path if spec.optimize is not None else None
+    if scenario is not None:  # an input file too: relative to the spec's folder, inside the same allowed folders
+        if check_path:
+            real = check_data_path(scenario, base_dir, key="optimize.scenario_path")
+            if base_dir is not None:
+                spec.optimize.scenario_path = str(real)
+        elif base_dir is not None and not Path(scenario).is_absolute():
+            spec.optimize.scenario_path = str((base_dir / scenario).resolve())
     return spec
 
 

@@ -165,15 +165,32 @@ def solve(f: Any, problem: Problem, budget: float, starts: int = 4, seed: int = 
     best, runs = None, []
     for name, x in candidates:
         res = minimize(fun, x / scale_x, jac=True, method="SLSQP", bounds=bounds, constraints=cons,
-                       options={"maxiter": 300, "ftol": 1e-10})  # fmt: skip
+                       options={"maxiter": 300, "ftol": 1e-9})  # fmt: skip
         u = np.clip(res.x, problem.lower / scale_x, problem.upper / scale_x)
         value = -fun(u)[0] * scale_f
-        runs.append({"start": name, "objective": float(value), "converged": bool(res.success), "iterations": int(res.get("nit", 0))})
-        if best is None or value > best[0] + 1e-12 * abs(value):
-            best = (value, u, res, name)
-    value, u, res, name = best  # type: ignore[misc]
+        ok = _feasible(u * scale_x, problem, budget)
+        runs.append({"start": name, "objective": float(value), "converged": bool(res.success), "feasible": ok,
+                     "iterations": int(res.get("nit", 0))})  # fmt: skip
+        # a start that ended off the budget or outside a channel limit never wins over one that holds them
+        if best is None or (ok, value) > (best[4], best[0] + 1e-12 * abs(value)):
+            best = (value, u, res, name, ok)
+    value, u, res, name, ok = best  # type: ignore[misc]
+    if not ok:  # no start ended feasible: the closest point of the current split's projection is the answer
+        u = _project(problem.current, problem.lower, problem.upper, budget) / scale_x
     v, g, draws = f(u * scale_x)
     return Solution(u * scale_x, v, g, draws, bool(res.success), int(res.get("nit", 0)), name, runs)
+
+
+def _feasible(x: np.ndarray, problem: Problem, budget: float, tol: float = 1e-6) -> bool:
+    """``x`` spends the budget (to ``tol`` of it), within every bound and channel limit."""
+    t = tol * max(budget, 1e-12)
+    if abs(float(x.sum()) - budget) > t or np.any(x < problem.lower - t) or np.any(x > problem.upper + t):
+        return False
+    for c, (a, b) in problem.channel_limits.items():
+        s = sum(x[i] for i, (_, cc) in enumerate(problem.index) if cc == c)
+        if s < a - t or s > b + t:
+            return False
+    return True
 
 
 def common_marginal(sol: Solution, problem: Problem, budget: float) -> float | None:

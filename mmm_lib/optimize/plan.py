@@ -25,9 +25,22 @@ COMPILE_MODE = "FAST_RUN"  # numba: 4-5x faster per evaluation than FAST_COMPILE
 
 def thin_draws(draws: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     """``n`` posterior draws evenly spaced over the chains' draws (all of them when there are fewer)."""
+    return {k: np.asarray(v, dtype=float)[_thinned(draws, n)] for k, v in draws.items()}
+
+
+def _thinned(draws: dict[str, np.ndarray], n: int) -> np.ndarray:
     s = next(iter(draws.values())).shape[0]
-    idx = np.unique(np.linspace(0, s - 1, min(int(n), s)).astype(int))
-    return {k: np.asarray(v, dtype=float)[idx] for k, v in draws.items()}
+    return np.unique(np.linspace(0, s - 1, min(int(n), s)).astype(int))
+
+
+def other_draws(draws: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray] | None:
+    """Up to ``n`` draws evenly spaced among those :func:`thin_draws` did not pick (None when it picked all)."""
+    s = next(iter(draws.values())).shape[0]
+    rest = np.setdiff1d(np.arange(s), _thinned(draws, n))
+    if not len(rest):
+        return None
+    pick = rest[np.unique(np.linspace(0, len(rest) - 1, min(int(n), len(rest))).astype(int))]
+    return {k: np.asarray(v, dtype=float)[pick] for k, v in draws.items()}
 
 
 class PlanModel:
@@ -49,10 +62,10 @@ class PlanModel:
         :func:`~mmm_lib.optimize.horizon.build_horizon`.
     """
 
-    def __init__(self, mmm: MMM, draws: dict[str, np.ndarray], horizon: Horizon, n_draws: int = 200):
+    def __init__(self, mmm: MMM, draws: dict[str, np.ndarray], horizon: Horizon, n_draws: int = 200, thinned: bool = False):
         self.mmm = mmm
         self.horizon = horizon
-        self.draws = thin_draws(draws, n_draws)
+        self.draws = draws if thinned else thin_draws(draws, n_draws)
         self.n_draws = next(iter(self.draws.values())).shape[0]
         h, d = horizon, self.draws
         n_rows = h.controls.shape[1]
@@ -129,8 +142,8 @@ class PlanModel:
 
 
 def entity_split(horizon: Horizon) -> np.ndarray:
-    """(E, C) each entity's share of a channel's spend in the current plan (estimation-window shares when the
-    channel spent nothing lately; equal shares when it never did)."""
+    """(E, C) each entity's share of a channel's spend in the current plan (equal shares for a channel that
+    spent nothing in it)."""
     cur = horizon.current
     tot = cur.sum(axis=0)
     E = cur.shape[0]
@@ -161,4 +174,4 @@ def mapping_matrix(horizon: Horizon, per_entity: bool) -> tuple[np.ndarray, list
     return np.column_stack(cols), index
 
 
-__all__ = ["PlanModel", "entity_split", "mapping_matrix", "thin_draws"]
+__all__ = ["PlanModel", "entity_split", "mapping_matrix", "other_draws", "thin_draws"]

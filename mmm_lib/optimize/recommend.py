@@ -13,7 +13,7 @@ from ..spec import OptimizeConfig
 from .allocate import (SAME_SPLIT_TOL, InfeasibleBounds, Problem, Solution, build_problem, check_feasible,
                        common_marginal, find_budget, on_bound, solve)  # fmt: skip
 from .horizon import Horizon, build_horizon
-from .plan import PlanModel
+from .plan import PlanModel, other_draws
 
 INTERVAL = 0.9
 DEFINITION = (
@@ -31,7 +31,8 @@ class PlanContext:
 
     mmm: MMM
     horizon: Horizon
-    model: PlanModel
+    model: PlanModel  # the draws the optimizer sees
+    check: PlanModel | None = None  # other draws, on which the chosen plan is reported (None: the posterior has no more)
 
 
 def plan_context(canonical_df: pd.DataFrame, column_info: dict[str, Any], features_df: pd.DataFrame,
@@ -43,7 +44,10 @@ def plan_context(canonical_df: pd.DataFrame, column_info: dict[str, Any], featur
     can, feat = _align(canonical_df, features_df)
     mmm = model_for(feat, feature_metadata, feature_scaler, model_metadata)
     horizon = build_horizon(mmm, can, column_info, feat, settings.horizon_periods)
-    return PlanContext(mmm, horizon, PlanModel(mmm, posterior_draws(idata), horizon, settings.draws))
+    draws = posterior_draws(idata)
+    rest = other_draws(draws, settings.draws)
+    check = None if rest is None else PlanModel(mmm, rest, horizon, thinned=True)
+    return PlanContext(mmm, horizon, PlanModel(mmm, draws, horizon, settings.draws), check)
 
 
 def _interval(x: np.ndarray) -> tuple[float, float, float]:
@@ -76,6 +80,19 @@ def _why(channel: str, where: str | None, grad: float, common: float | None, bou
             f"{ref}; lower its bound to cut it further")  # fmt: skip
 
 
+def _solve(pm: PlanModel, f: Any, problem: Problem, settings: OptimizeConfig, budget: float, seed: int, risk: float) -> Solution:
+    """SLSQP from several starts; per entity, first the channel totals (a few variables, fast), then every
+    entity × channel amount from that answer spread as the current plan spreads each channel (SLSQP's
+    cost grows fast with the number of variables: the warm start saves most of its iterations)."""
+    channel_level = build_problem(pm, settings, per_entity=False)
+    if len(channel_level.index) == len(problem.index):
+        return solve(f, problem, budget, starts=settings.starts, seed=seed)
+    first = solve(pm.compile(channel_level.mapping, risk), channel_level, budget, starts=settings.starts, seed=seed)
+    spread = (channel_level.mapping @ first.spend).reshape(pm.horizon.current.shape)
+    x0 = np.array([spread[e, c] for e, c in problem.index])
+    return solve(f, problem, budget, starts=min(settings.starts, 2), seed=seed, x0=x0)
+
+
 def recommend(ctx: PlanContext, settings: OptimizeConfig, random_seed: int = 0, budget: float | None = None) -> dict[str, Any]:
     """Optimize the split (or, with ``settings.target``, the budget) and describe the result for ``optimization.json``.
 
@@ -102,12 +119,15 @@ def recommend(ctx: PlanContext, settings: OptimizeConfig, random_seed: int = 0, 
             raise InfeasibleBounds(f"the budget is {budget_used:g}: the last {h.n_periods} periods spent nothing on the plannable "
                                    f"channels {h.plannable}; give a budget (optimize.budget or mmm optimize --budget)")  # fmt: skip
         check_feasible(problem, budget_used, names)
-        sol = solve(f, problem, budget_used, starts=settings.starts, seed=random_seed)
+        sol = _solve(pm, f, problem, settings, budget_used, random_seed, risk)
     shape = h.current.shape
     rec = _spend_matrix(problem, sol.spend, shape)
-    cur_draws = pm.incremental(h.current)
+    # Reported on draws the optimizer did not see: a plan chosen to do well on some draws looks a little
+    # better on those same draws than it is (the optimizer's curse).
+    ev = ctx.check or pm
+    cur_draws = ev.incremental(h.current)
     _, cur_grad, _ = f(problem.current)
-    rec_draws = pm.incremental(rec)
+    rec_draws = ev.incremental(rec)
     uplift = rec_draws - cur_draws
     where = on_bound(sol, problem, budget_used)
     common = common_marginal(sol, problem, budget_used)
@@ -126,8 +146,8 @@ def recommend(ctx: PlanContext, settings: OptimizeConfig, random_seed: int = 0, 
                "bound": problem.bound_text[ch], "at_bound": state,
                "marginal_roi_current": float(np.average(cur_grad[vars_c], weights=w_cur)),
                "marginal_roi_recommended": g_rec,
-               "incremental_current": float(pm.incremental(h.current * (np.arange(shape[1]) == c)).mean()),
-               "incremental_recommended": float(pm.incremental(rec * (np.arange(shape[1]) == c)).mean())}  # fmt: skip
+               "incremental_current": float(ev.incremental(h.current * (np.arange(shape[1]) == c)).mean()),
+               "incremental_recommended": float(ev.incremental(rec * (np.arange(shape[1]) == c)).mean())}  # fmt: skip
         why = _why(ch, state if state in ("upper", "lower", "fixed") else None, g_rec, common, problem.bound_text[ch])
         if why:
             messages.append(why)
@@ -149,6 +169,9 @@ def recommend(ctx: PlanContext, settings: OptimizeConfig, random_seed: int = 0, 
         "budget": budget_used, "budget_source": source, "current_budget": current_total,
         "per_entity": bool(settings.per_entity and len(h.entities) > 1),
         "interval": INTERVAL, "draws": pm.n_draws, "random_seed": int(random_seed),
+        "reported_on": ("other posterior draws than the optimizer used" if ctx.check is not None
+                        else "the draws the optimizer used (the posterior has no others)"),
+        "reported_draws": ev.n_draws,
         "channels": channels,
         "current": plan_summary(cur_draws, current_total),
         "recommended": plan_summary(rec_draws, float(rec.sum())),

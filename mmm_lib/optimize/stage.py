@@ -107,21 +107,22 @@ def optimize_stage(run: Any, overrides: dict[str, Any] | None = None) -> Optimiz
     ``scenario_path`` …). A scenario path is read, checked and copied into the run folder first.
     """
     settings = settings_for(run.spec.optimize, overrides)
-    scenario = None
+    src = None
     if settings.scenario_path:
-        src = Path(settings.scenario_path).expanduser()
+        src = Path(settings.scenario_path).expanduser()  # absolute: the spec (or mmm optimize) resolved it
         if not src.is_file():
             raise SpecError(f"optimize.scenario_path {settings.scenario_path!r} is not a file; give the path of a CSV with "
                             "period_start, channel[, entity_id], spend")  # fmt: skip
+    inputs = read_inputs(run, STAGE)
+    args = {INPUT_ARGS[k]: v for k, v in inputs.items()}
+    result = compute_optimization(**args, settings=settings, random_seed=int(run.spec.random_seed), scenario=src,
+                                  labels=dict(run.spec.labels or {}))  # fmt: skip
+    result.optimization["settings"] = settings.model_dump(mode="json")
+    if src is not None:  # kept with the run once it was read without error: what the forecast was made from
         dest = run.path(SCENARIO_COPY)
         if src.resolve() != dest.resolve():
             shutil.copyfile(src, dest)
-        scenario = dest
-    inputs = read_inputs(run, STAGE)
-    args = {INPUT_ARGS[k]: v for k, v in inputs.items()}
-    result = compute_optimization(**args, settings=settings, random_seed=int(run.spec.random_seed), scenario=scenario,
-                                  labels=dict(run.spec.labels or {}))  # fmt: skip
-    result.optimization["settings"] = settings.model_dump(mode="json")
+        result.optimization["scenario"]["given_as"] = str(settings.scenario_path)
     write_outputs(run, STAGE, {"optimization.json": result.optimization, "response_curves.parquet": result.curves,
                                "scenario.parquet": result.scenario})  # fmt: skip
     return result
