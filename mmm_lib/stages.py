@@ -23,6 +23,17 @@ from .storage import to_plain
 # runner) before 01_validate runs; source.<ext> (name depends on the file) by raw_io.keep_source.
 _WRITTEN_ELSEWHERE = {"run_spec.json"}
 
+# A fitted run: what the model object and its posterior are rebuilt from (06 and 07 read exactly these).
+_FITTED_RUN = (
+    "canonical_data.parquet",
+    "column_info.json",
+    "features.parquet",
+    "feature_metadata.json",
+    "feature_scaler.json",
+    "model_metadata.json",
+    "posterior.nc",
+)
+
 # What each stage reads (in this order). 06_contribute also reads diagnostics.json, if present, for its
 # banner only (contributions.diagnostics_banner): it is not an input.
 _INPUTS: dict[str, tuple[str, ...]] = {
@@ -31,24 +42,8 @@ _INPUTS: dict[str, tuple[str, ...]] = {
     "03_features": ("canonical_data.parquet", "column_info.json"),
     "04_fit": ("features.parquet", "feature_metadata.json", "feature_scaler.json"),
     "05_diagnose": ("model_metadata.json", "posterior.nc"),
-    "06_contribute": (
-        "canonical_data.parquet",
-        "column_info.json",
-        "features.parquet",
-        "feature_metadata.json",
-        "feature_scaler.json",
-        "model_metadata.json",
-        "posterior.nc",
-    ),
-    "07_optimize": (  # the fitted run; 06's artifacts are not needed (every number is recomputed from the model)
-        "canonical_data.parquet",
-        "column_info.json",
-        "features.parquet",
-        "feature_metadata.json",
-        "feature_scaler.json",
-        "model_metadata.json",
-        "posterior.nc",
-    ),
+    "06_contribute": _FITTED_RUN,
+    "07_optimize": _FITTED_RUN,  # 06's artifacts are not needed: every number is recomputed from the model
 }
 
 # stage -> (inputs, outputs)

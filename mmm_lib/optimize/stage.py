@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..canonicalize import period_offset
+from ..contributions import INPUT_ARGS as CONTRIBUTION_ARGS
 from ..spec import OptimizeConfig, SpecError
 from ..stages import read_inputs, write_outputs
 from .curves import breakeven_spend, response_curves
@@ -25,16 +26,8 @@ from .scenario import forecast, read_scenario, scenario_model, scenario_spend
 
 STAGE = "07_optimize"
 SCENARIO_COPY = "scenario_plan.csv"
-# artifact (stages.STAGE_IO["07_optimize"] inputs) -> plan_context parameter
-INPUT_ARGS = {
-    "canonical_data.parquet": "canonical_df",
-    "column_info.json": "column_info",
-    "features.parquet": "features_df",
-    "feature_metadata.json": "feature_metadata",
-    "feature_scaler.json": "feature_scaler",
-    "model_metadata.json": "model_metadata",
-    "posterior.nc": "idata",
-}
+# artifact (stages.STAGE_IO["07_optimize"] inputs, the same as 06's) -> keyword argument
+INPUT_ARGS = CONTRIBUTION_ARGS
 
 
 @dataclass
