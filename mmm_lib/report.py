@@ -181,7 +181,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:96
 h1{font-size:1.6em;margin-bottom:.2em} .meta{color:#666;margin-top:0}
 table{border-collapse:collapse;width:100%;margin:1em 0} th,td{border-bottom:1px solid #ddd;padding:.45em .6em;text-align:left;vertical-align:top}
 th{background:#f5f5f5} td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.completed{color:#1a7f37;font-weight:600} .failed{color:#cf222e;font-weight:600} .running{color:#9a6700;font-weight:600} .pending,.skipped{color:#888}
+.completed{color:#1a7f37;font-weight:600} .failed,.interrupted{color:#cf222e;font-weight:600} .running{color:#9a6700;font-weight:600} .pending,.skipped{color:#888}
 .stopped{color:#cf222e;font-weight:600} .checks-failed,.attention,.tag{color:#9a6700;font-weight:700}
 tr.attention td{background:#fff8c5} tr.attention td:first-child{box-shadow:inset 4px 0 #d4a72c}
 .tag{background:#fff8c5;border:1px solid #d4a72c;border-radius:4px;padding:0 .35em;font-size:.8em;vertical-align:middle}
@@ -243,7 +243,7 @@ def write_index(run_dir: Path) -> Path:
         grain=str(spec.get("grain", "")),
         target=str(spec.get("target_col", "")),
         drivers=", ".join(map(str, spec.get("drivers", []))),
-        run_error=str(status.get("error")) if status.get("status") == "failed" else None,
+        run_error=str(status.get("error")) if status.get("status") in ("failed", "interrupted") else None,
         banner=_banner_context(v, run_status),
         rows=rows,
         roi=_roi_context(run_dir, provisional),

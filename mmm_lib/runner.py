@@ -1,20 +1,34 @@
-"""Run the six stage notebooks in order with papermill, then render HTML reports and the index.
+"""Run the stage notebooks in order with papermill (the six, and 07_optimize with ``optimize:``), then render
+HTML reports and the index.
 
 ``run_pipeline`` is what ``mmm run`` calls. Each stage is a fresh kernel that reads the run spec
 (``run_spec.json`` in the run folder, with ``data_path`` resolved) and the upstream artifacts; no
 kernel state crosses stages. Before 06_contribute the diagnostics gate (:mod:`mmm_lib.gate`) reads
 05_diagnose's verdict: with ``diagnostics.gate: stop`` a failed convergence check ends the run there
 (status ``stopped``); with ``warn`` the run goes on and its numbers are marked provisional.
+
+Every way a run ends is recorded. A failed stage (also a kernel that died, or a write that found the disk full)
+is ``failed`` with a one-line cause; a signal (SIGINT/Ctrl-C, SIGTERM, SIGHUP) stops the stage's kernel, records
+the run as ``interrupted`` and raises :class:`RunInterrupted` (exit status 128 + the signal number); a write that
+fails outside a stage (disk full, read-only outputs) raises :class:`RunError` with that line. The lock is
+released in each case. A completed stage records its artifacts' SHA-256 in ``status.json``; ``--resume``
+checks them, reruns from the first stage whose artifacts changed, renders reports a crash left missing and
+removes leftover temporaries. A run on a dataset keeps the dataset's file (``source.<ext>``) like a run on a file.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
+import re
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +40,19 @@ from .gate import GateVerdict, read_verdict, report_top_banner
 from .runtime import configure_environment
 from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from .status import ALL_STAGES, STAGE_TITLES, STAGES
-from .storage import LOCK_FILE, read_json, repo_root, run_dir as run_path, validate_id, write_json
+from .storage import (
+    LOCK_FILE,
+    dataset_dir,
+    describe_os_error,
+    keep_dataset_source,
+    read_json,
+    remove_temporaries,
+    repo_root,
+    run_dir as run_path,
+    sha256_file,
+    validate_id,
+    write_json,
+)
 
 Log = Callable[[str], None]
 
@@ -37,6 +63,58 @@ GATE = "diagnostics.gate"
 
 class RunError(RuntimeError):
     """A run that could not start or a stage that failed; the message names the stage and reason."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run ended by a signal (Ctrl-C, SIGTERM, SIGHUP), after ``status.json`` recorded it as ``interrupted``.
+
+    A ``KeyboardInterrupt``, so code that goes on after a failed run (``except Exception``) still stops.
+    ``exit_code`` is the shell's 128 + signal number (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, message: str | None = None):
+        self.signum = int(signum)
+        self.message = message or f"interrupted by {signal_name(signum)}"
+        super().__init__(self.message)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def signal_name(signum: int) -> str:
+    name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+    return f"{name} (Ctrl-C)" if signum == signal.SIGINT else name
+
+
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`RunInterrupted` in the run (so it is recorded and the lock
+    released) instead of ending the process silently; the stage's kernel is stopped at once. Further signals
+    are ignored while the end is recorded (a second Ctrl-C would otherwise cut that short). Outside the main
+    thread (a pool of runs) Python cannot install handlers: signals keep their usual effect there."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        for s in _STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        _kill_kernels()
+        raise RunInterrupted(signum)
+
+    old = {s: signal.signal(s, stop) for s in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def notebooks_dir() -> Path:
@@ -101,15 +179,18 @@ class _Lock:
     An OS lock (``filelock``, flock on Unix): the kernel drops it when the holder dies, so a killed run never
     blocks the next one (a pid file could: the pid may since belong to another process). The file holds the
     holder's pid for the message; :func:`mmm_lib.storage.lock_held` asks whether it is held (``mmm runs rm``).
+    Who owns the run is also recorded in ``status.json`` (pid, start time, host): that tells a run killed
+    with SIGKILL (file still ``running``) from a live one, also where the lock cannot be probed.
     """
 
     def __init__(self, folder: Path):
         self.path = folder / LOCK_FILE
-        self._lock = FileLock(self.path, timeout=0, on_acquired=_write_pid)
+        # A short wait: `mmm runs list`/`rm` probe the lock for an instant (storage.lock_held).
+        self._lock = FileLock(self.path, timeout=1, on_acquired=_write_pid)
 
     def __enter__(self) -> "_Lock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
         except Timeout:
             try:
@@ -120,11 +201,16 @@ class _Lock:
                 f"run {self.path.parent.name!r} is already running (lock {self.path}, pid {pid}); "
                 f"wait for it or use another --run-id"
             ) from None
+        except OSError as e:  # after Timeout, which is one (a TimeoutError)
+            raise RunError(f"run {self.path.parent.name!r} cannot start: {describe_os_error(e, self.path.parent)}") from None
         return self
 
     def __exit__(self, *exc) -> None:
         # Unlink while still holding it: a process that opened the file meanwhile finds it unlinked, not free.
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:  # a folder that became read-only: the OS lock is released all the same
+            pass
         self._lock.release()
 
 
@@ -157,7 +243,53 @@ def _kernel_manager_class() -> type:
                 return
             await super()._async_interrupt_kernel()
 
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            # Kept to stop it on a signal, and to say how it ended when it dies (DeadKernelError says only that).
+            proc = getattr(self.provisioner, "process", None)
+            if proc is not None:
+                _KERNELS.append(proc)
+
     return StageKernelManager
+
+
+# The stage kernels this process started (subprocess.Popen; the last is the current stage's).
+_KERNELS: list = []
+
+
+def _kill_kernels() -> None:
+    """Stop every stage kernel still running (and what it started: it leads its own process group)."""
+    for proc in list(_KERNELS):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                try:
+                    proc.kill()
+                except OSError:
+                    pass
+        try:
+            proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort: never let cleanup hide why the run ended
+            pass
+    _KERNELS.clear()
+
+
+def _kernel_end() -> str:
+    """How the current stage's kernel ended, for a DeadKernelError: 'was killed by SIGKILL', 'exited with status 1'."""
+    if not _KERNELS:
+        return "died"
+    proc = _KERNELS[-1]
+    try:
+        code = proc.wait(timeout=2)
+    except Exception:  # noqa: BLE001
+        return "died"
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        hint = " (the out-of-memory killer uses SIGKILL: check `dmesg`)" if -code == signal.SIGKILL else ""
+        return f"was killed by {signal_name(-code)}{hint}"
+    return f"exited with status {code}"
 
 
 def _run_notebook(src: Path, out: Path, parameters: dict, kernel_name: str, stdout: io.TextIOBase,
@@ -197,16 +329,29 @@ def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str, 
             stdout.flush()
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def _reason(exc: BaseException) -> tuple[str, str]:
     """A one-line reason and the traceback text for a failed stage."""
     from papermill.exceptions import PapermillExecutionError
 
-    if isinstance(exc, PapermillExecutionError):
-        evalue = str(exc.evalue).strip()
-        return f"{exc.ename}: {evalue}", "\n".join(exc.traceback)
     import traceback
 
-    return f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc))
+    if isinstance(exc, PapermillExecutionError):
+        evalue = str(exc.evalue).strip()
+        reason = f"{exc.ename}: {evalue}"
+        m = re.match(r"\[Errno (\d+)\] ([^:]*)(?::\s*'(.*)')?", evalue)
+        if m and int(m.group(1)) in _WRITE_ERRNOS:  # a write inside the stage: say where and what to do
+            reason = f"{exc.ename}: {describe_os_error(OSError(int(m.group(1)), m.group(2), m.group(3)))}"
+        return reason, "\n".join(exc.traceback)
+    tb = "".join(traceback.format_exception(exc))
+    if type(exc).__name__ == "DeadKernelError" or (isinstance(exc, RuntimeError) and "Kernel died" in str(exc)):
+        return (f"the stage's kernel (the Python process running the notebook) {_kernel_end()} before the stage "
+                "finished; continue with --resume"), tb
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {describe_os_error(exc)}", tb
+    return f"{type(exc).__name__}: {exc}", tb
 
 
 def _render(folder: Path, stage: str) -> None:
@@ -219,6 +364,21 @@ def _render(folder: Path, stage: str) -> None:
         banner = report_top_banner(read_verdict(folder)) if stage in (GATED_STAGE, "07_optimize") else ""
         report.export_html(nb, folder / "reports" / f"{stage}.html", hide_code=True, banner_html=banner)
         report.export_html(nb, folder / "reports" / f"{stage}_code.html", hide_code=False, banner_html=banner)
+
+
+def _render_quietly(folder: Path, stage: str, log: Log) -> None:
+    """Render a failed or interrupted stage's report if its notebook allows: that must never hide why the run ended."""
+    try:
+        _render(folder, stage)
+    except Exception as e:  # noqa: BLE001 - a half-written notebook (disk full, killed kernel) has no report
+        log(f"  (no report for {stage}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+
+
+def _write_index_quietly(folder: Path, log: Log) -> None:
+    try:
+        report.write_index(folder)
+    except Exception as e:  # noqa: BLE001
+        log(f"  (index.html not updated: {describe_os_error(e) if isinstance(e, OSError) else e})")
 
 
 def _same_spec(stored: dict, spec: RunSpec) -> bool:
@@ -240,6 +400,124 @@ def _gate(folder: Path, st: dict, log: Log) -> GateVerdict:
         then = "the run stops here" if v.stops else "the numbers that follow are PROVISIONAL"
         log(f"  {v.reason}; {GATE}: {v.gate}, so {then}")
     return v
+
+
+# ------------------------------------------------------------------ what a completed stage leaves, checked on resume
+
+def _kept_source(folder: Path) -> dict | None:
+    """The input copy 01_validate recorded (``validation_summary.json`` ``source``), if any."""
+    try:
+        src = read_json(folder / "validation_summary.json").get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return src if isinstance(src, dict) and src.get("file") and src.get("sha256") else None
+
+
+def _fingerprints(folder: Path, stage: str) -> dict[str, str]:
+    """SHA-256 of each artifact ``stage`` wrote (and of the kept input file, for 01_validate)."""
+    from .stages import outputs_of
+
+    names = list(outputs_of(stage))
+    if stage == "01_validate":
+        src = _kept_source(folder)
+        if src and str(src["file"]) not in names:
+            names.append(str(src["file"]))
+    return {n: sha256_file(folder / n) for n in names if (folder / n).is_file()}
+
+
+def _damage(folder: Path, st: dict, stage: str) -> str | None:
+    """Why ``stage``'s kept artifacts cannot be trusted, or ``None``. Checked: the SHA-256 recorded when the stage
+    completed (runs before these were recorded: that the files are there), the kept input file against the
+    checksum 01_validate recorded, and that the stage's report exists or can be rendered again."""
+    recorded = st["stages"][stage].get("artifacts")
+    if isinstance(recorded, dict):
+        for name, sha in recorded.items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if sha256_file(path) != sha:
+                return f"{name} changed since the stage completed (SHA-256 differs: truncated, damaged or edited)"
+    if stage == "01_validate":
+        src = _kept_source(folder)
+        if src and (folder / str(src["file"])).is_file() and sha256_file(folder / str(src["file"])) != src["sha256"]:
+            return f"the kept input {src['file']} is not the file this run validated (SHA-256 differs)"
+    if not (folder / "notebooks" / f"{stage}.ipynb").is_file():
+        return f"its executed notebook notebooks/{stage}.ipynb is missing (no report can be made)"
+    return None
+
+
+def _check_input_unchanged(folder: Path, spec: RunSpec, run_id: str) -> None:
+    """Before 01_validate is rerun on a resumed run whose later stages exist: the input must be the file the run
+    validated, or the run would stop being able to say what it was fitted on."""
+    src = _kept_source(folder)
+    if not src:
+        return
+    from .storage import Run
+
+    try:
+        if spec.data_path is not None:
+            now = Run(run_id=run_id, dir=folder, spec=spec).data_source().sha256
+        else:
+            now = read_json(dataset_dir(str(spec.dataset_id)) / "metadata.json").get("sha256")
+    except (OSError, ValueError):
+        return  # 01_validate itself says what is wrong with the input
+    if now and now != src["sha256"]:
+        where = spec.data_path if spec.data_path is not None else f"dataset {spec.dataset_id!r}"
+        raise RunError(
+            f"run {run_id!r} cannot be resumed: its kept input {src['file']} is damaged and {where} is no longer the "
+            f"file it was fitted on (SHA-256 {now[:12]}…, was {src['sha256'][:12]}…); restore that file, or use "
+            f"--restart to fit the new one"
+        )
+
+
+def _resume_point(folder: Path, st: dict, stages: list[str], spec: RunSpec, run_id: str, log: Log) -> int:
+    """Index of the first stage to run on resume: after the completed stages whose artifacts are intact.
+
+    Reports a crash left missing are rendered again from the executed notebooks."""
+    done = [s for s in stages if st["stages"][s]["status"] == "completed"]
+    start_at = len(done) if done == stages[: len(done)] else 0
+    for i, stage in enumerate(stages[:start_at]):
+        problem = _damage(folder, st, stage)
+        if problem:
+            log(f"  {stage}: {problem}; rerunning from {stage}")
+            if i == 0:
+                _check_input_unchanged(folder, spec, run_id)
+            start_at = i
+            break
+    for i, stage in enumerate(stages[:start_at]):
+        reports = [folder / "reports" / f"{stage}{x}.html" for x in ("", "_code")]
+        if not all(r.is_file() for r in reports):
+            log(f"  {stage}: report missing; rendering it again")
+            try:
+                _render(folder, stage)
+            except OSError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a damaged executed notebook: the stage is run again instead
+                log(f"  {stage}: its notebook cannot be rendered ({type(e).__name__}); rerunning from {stage}")
+                if i == 0:
+                    _check_input_unchanged(folder, spec, run_id)
+                start_at = i
+                break
+    status_mod.reset_stages(st, stages[start_at:])
+    return start_at
+
+
+def _keep_dataset_input(folder: Path, spec: RunSpec) -> None:
+    """A run on a dataset keeps the dataset's file too (``source.<ext>``), checked against what 01_validate read."""
+    if spec.dataset_id is None:
+        return
+    src = _kept_source(folder)
+    try:
+        keep_dataset_source(folder, spec.dataset_id, src["sha256"] if src else None)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def _interrupted_message(run_id: str, spec_path: str | Path, st: dict | None, signum: int) -> str:
+    stage = (st or {}).get("stage")
+    where = f" during {stage}" if stage else ""
+    return (f"run {run_id!r} interrupted by {signal_name(signum)}{where}; completed stages are kept: continue with "
+            f"`mmm run {spec_path} --run-id {run_id} --resume`")
 
 
 def run_pipeline(
@@ -264,8 +542,10 @@ def run_pipeline(
     overrides
         ``key=value`` overrides applied to the spec (``--set draws=200``).
     resume
-        Continue an existing failed run from its first unfinished stage (the spec must match). A run the
-        diagnostics gate stopped stops again (same spec, same fit): change the spec and ``restart``.
+        Continue an existing failed or interrupted run from its first unfinished stage (the spec must match).
+        Completed stages are checked first (their artifacts' SHA-256, the kept input file): the first one whose
+        artifacts changed is run again, with everything after it. A run the diagnostics gate stopped stops again
+        (same spec, same fit): change the spec and ``restart``.
     restart
         Delete an existing run with this id and run it again from the start.
     mlflow
@@ -277,98 +557,180 @@ def run_pipeline(
     RunResult
         ``status`` ``completed``, ``failed`` or ``stopped`` (``diagnostics.gate: stop`` and failed
         convergence checks: 06_contribute was not run); ``diagnostics`` holds 05_diagnose's verdict.
+
+    Raises
+    ------
+    RunError
+        The run could not start (exists, locked, different spec) or could not record its progress (disk full,
+        read-only outputs folder): the message is one line naming the cause and the fix.
+    RunInterrupted
+        SIGINT, SIGTERM or SIGHUP ended the run; ``status.json`` says ``interrupted`` and where.
     """
     spec = load_spec(spec_path, overrides)  # SpecError here, before anything is created
     track = tracking.wanted(mlflow, log)  # a missing MLflow is reported now, not after the fit
     run_id = validate_id(run_id or default_run_id(spec_path), "run_id")
     folder = run_path(run_id)
     env = configure_environment()  # kernels inherit the compile cache and thread settings
-    with _Lock(folder):
-        start_at = 0
-        if (folder / "status.json").exists():
-            old = read_json(folder / "status.json")
-            if resume:
-                if not _same_spec(read_json(folder / "run_spec.json"), spec):
-                    raise RunError(f"run {run_id!r} was made with a different spec; use --restart to run it anew")
-                planned = [s for s in ALL_STAGES if s in old["stages"]]
-                done = [s for s in planned if old["stages"][s]["status"] == "completed"]
-                start_at = len(done) if done == planned[: len(done)] else 0
-                st = old
-            elif restart:
-                for child in folder.iterdir():
-                    if child.name != LOCK_FILE:
-                        shutil.rmtree(child) if child.is_dir() else child.unlink()
-            elif old.get("status") == "stopped":
-                raise RunError(
-                    f"run {run_id!r} already exists: it was stopped by {old.get('stopped_by') or GATE} "
-                    f"({old.get('reason')}); change the spec as advised and use --restart (or another --run-id) "
-                    f"to fit again"
-                )
+    st: dict | None = None
+    with _stop_on_signals(), _Lock(folder):
+        try:
+            st = _prepare(folder, run_id, spec, resume=resume, restart=restart, log=log)
+            return _run_stages(folder, run_id, spec, st, log, env, track, kernel_name)
+        except RunInterrupted as e:
+            raise RunInterrupted(e.signum, _end_interrupted(folder, run_id, spec_path, st, e.signum, log)) from None
+        except KeyboardInterrupt:  # signals not routed through our handler (a run outside the main thread)
+            _kill_kernels()
+            raise RunInterrupted(signal.SIGINT,
+                                 _end_interrupted(folder, run_id, spec_path, st, signal.SIGINT, log)) from None
+        except OSError as e:
+            raise RunError(_end_os_error(folder, run_id, st, e, log)) from None
+
+
+def _end_interrupted(folder: Path, run_id: str, spec_path: str | Path, st: dict | None, signum: int, log: Log) -> str:
+    """Record an interrupted run (status.json, index) as well as the disk allows; the one-line message."""
+    msg = _interrupted_message(run_id, spec_path, st, signum)
+    if st is not None:
+        try:
+            status_mod.mark_interrupted(folder, st, f"interrupted by {signal_name(signum)}")
+            stage = st.get("stage")
+            if stage:
+                _render_quietly(folder, stage, lambda m: None)
+            _write_index_quietly(folder, lambda m: None)
+        except OSError as e:
+            msg += f" (status.json could not be updated: {describe_os_error(e, folder)})"
+        except Exception:  # noqa: BLE001 - the message still goes out
+            pass
+    return msg
+
+
+def _end_os_error(folder: Path, run_id: str, st: dict | None, exc: OSError, log: Log) -> str:
+    """A write of the runner itself failed (status, report, index): record it if the disk allows; the message."""
+    cause = describe_os_error(exc, folder)
+    stage = (st or {}).get("stage")
+    msg = f"run {run_id!r} failed{f' in {stage}' if stage else ''}: {cause}; then continue with --resume"
+    if st is not None and stage:
+        try:
+            if st["stages"][stage]["status"] == "running":
+                status_mod.mark_stage(folder, st, stage, "failed", error=f"{type(exc).__name__}: {cause}")
             else:
-                raise RunError(
-                    f"run {run_id!r} already exists (status {old.get('status')}); use --resume to continue a failed "
-                    f"run from its failed stage, --restart to run it again from scratch, or another --run-id"
-                )
-        if start_at == 0:
-            write_json(folder / "run_spec.json", spec_to_dict(spec))
-            st = status_mod.new_status(run_id, status_mod.planned_stages(spec))
-            status_mod.write_status(folder, st)
-        result = RunResult(run_id=run_id, run_dir=folder, status="running")
-        log(f"run {run_id}: {folder}")
-        log(f"  compile cache: {env['PYTENSOR_FLAGS']}")
-        t_run = time.perf_counter()
-        stages = [s for s in ALL_STAGES if s in st["stages"]]
-        n = len(stages)
-        for i, stage in enumerate(stages):
-            if i < start_at:
-                log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} already completed (resumed)")
-                continue
-            if stage == GATED_STAGE:
-                result.diagnostics = _gate(folder, st, log)
-                if result.diagnostics.stops:
-                    status_mod.mark_stopped(folder, st, DIAGNOSE_STAGE, by=GATE, reason=result.diagnostics.reason,
-                                            skipped=stages[i:])
-                    report.write_index(folder)
-                    log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} not run: stopped by {GATE}: stop")
-                    result.status = "stopped"
-                    if track:
-                        tracking.log_run(result, log)
-                    return result
-            log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} running …")
-            status_mod.mark_stage(folder, st, stage, "running")
-            t0 = time.perf_counter()
+                st.update(status="failed", error=f"{stage}: {type(exc).__name__}: {cause}")
+                status_mod.write_status(folder, st)
+        except OSError:
+            msg += ("; status.json could not be updated either (it keeps its previous content; "
+                    "`mmm runs status` shows the run as interrupted)")
+    _write_index_quietly(folder, lambda m: None)
+    return msg
+
+
+def _prepare(folder: Path, run_id: str, spec: RunSpec, *, resume: bool, restart: bool, log: Log) -> dict:
+    """Under the lock: check or create the run folder; the status to go on with (``_start_at`` set for resume)."""
+    start_at = 0
+    st = None
+    if (folder / "status.json").exists():
+        try:
+            old = read_json(folder / "status.json")
+        except ValueError as e:
+            if not restart:
+                raise RunError(f"run {run_id!r} has an unreadable status.json ({e}); use --restart to run it "
+                               "again from scratch, or another --run-id") from None
+            old = {}
+        old = status_mod.effective_status(folder, old) if isinstance(old, dict) and old else old
+        if resume:
             try:
-                _execute(stage, folder, run_id, log, kernel_name)
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded, then re-raised as RunError
-                dt = time.perf_counter() - t0
-                reason, tb = _reason(exc)
-                status_mod.mark_stage(folder, st, stage, "failed", duration_s=dt, error=reason, traceback=tb)
-                try:
-                    _render(folder, stage)
-                finally:
-                    report.write_index(folder)
-                log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} FAILED after {dt:.1f} s")
-                result.status, result.failed_stage, result.error = "failed", stage, reason
-                result.stage_times[stage] = dt
+                stored = read_json(folder / "run_spec.json")
+            except (OSError, ValueError):
+                stored = None
+            if not isinstance(stored, dict) or not _same_spec(stored, spec):
+                raise RunError(f"run {run_id!r} was made with a different spec; use --restart to run it anew")
+            gone = remove_temporaries(folder)
+            if gone:
+                log(f"  removed {len(gone)} temporary file(s) a killed run left: {', '.join(p.name for p in gone[:3])}"
+                    + (" …" if len(gone) > 3 else ""))
+            st = status_mod.claim(read_json(folder / "status.json"))
+            stages = [s for s in ALL_STAGES if s in st["stages"]]
+            start_at = _resume_point(folder, st, stages, spec, run_id, log)
+        elif restart:
+            for child in folder.iterdir():
+                if child.name != LOCK_FILE:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        elif old.get("status") == "stopped":
+            raise RunError(
+                f"run {run_id!r} already exists: it was stopped by {old.get('stopped_by') or GATE} "
+                f"({old.get('reason')}); change the spec as advised and use --restart (or another --run-id) "
+                f"to fit again"
+            )
+        else:
+            raise RunError(
+                f"run {run_id!r} already exists (status {old.get('status')}); use --resume to continue a failed "
+                f"or interrupted run from where it ended, --restart to run it again from scratch, or another --run-id"
+            )
+    if st is None:
+        write_json(folder / "run_spec.json", spec_to_dict(spec))
+        st = status_mod.new_status(run_id, status_mod.planned_stages(spec))
+    st["_start_at"] = start_at
+    return st
+
+
+def _run_stages(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Log, env: dict, track: bool,
+                kernel_name: str) -> RunResult:
+    start_at = st.pop("_start_at")
+    status_mod.write_status(folder, st)
+    result = RunResult(run_id=run_id, run_dir=folder, status="running")
+    log(f"run {run_id}: {folder}")
+    log(f"  compile cache: {env['PYTENSOR_FLAGS']}")
+    t_run = time.perf_counter()
+    stages = [s for s in ALL_STAGES if s in st["stages"]]
+    n = len(stages)
+    for i, stage in enumerate(stages):
+        if i < start_at:
+            log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} already completed (resumed)")
+            continue
+        if stage == GATED_STAGE:
+            result.diagnostics = _gate(folder, st, log)
+            if result.diagnostics.stops:
+                status_mod.mark_stopped(folder, st, DIAGNOSE_STAGE, by=GATE, reason=result.diagnostics.reason,
+                                        skipped=stages[i:])
+                report.write_index(folder)
+                log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} not run: stopped by {GATE}: stop")
+                result.status = "stopped"
                 if track:
                     tracking.log_run(result, log)
                 return result
+        log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} running …")
+        status_mod.mark_stage(folder, st, stage, "running")
+        t0 = time.perf_counter()
+        try:
+            _execute(stage, folder, run_id, log, kernel_name)
+            if stage == "01_validate":
+                _keep_dataset_input(folder, spec)
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded, then reported in the result
             dt = time.perf_counter() - t0
+            reason, tb = _reason(exc)
+            status_mod.mark_stage(folder, st, stage, "failed", duration_s=dt, error=reason, traceback=tb)
+            _render_quietly(folder, stage, log)
+            _write_index_quietly(folder, log)
+            log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} FAILED after {dt:.1f} s")
+            result.status, result.failed_stage, result.error = "failed", stage, reason
             result.stage_times[stage] = dt
-            status_mod.mark_stage(folder, st, stage, "completed", duration_s=dt)
-            _render(folder, stage)
-            report.write_index(folder)
-            log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} done in {dt:.1f} s")
-        if result.diagnostics is None:  # every stage was already completed (resumed)
-            result.diagnostics = read_verdict(folder)
-        status_mod.mark_run(folder, st, "completed")
+            if track:
+                tracking.log_run(result, log)
+            return result
+        dt = time.perf_counter() - t0
+        result.stage_times[stage] = dt
+        status_mod.mark_stage(folder, st, stage, "completed", duration_s=dt, artifacts=_fingerprints(folder, stage))
+        _render(folder, stage)
         report.write_index(folder)
-        result.status = "completed"
-        log(f"run {run_id} completed in {time.perf_counter() - t_run:.1f} s"
-            + (" (PROVISIONAL: convergence checks failed)" if result.provisional else ""))
-        if track:
-            tracking.log_run(result, log)
-        return result
+        log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} done in {dt:.1f} s")
+    if result.diagnostics is None:  # every stage was already completed (resumed)
+        result.diagnostics = read_verdict(folder)
+    status_mod.mark_run(folder, st, "completed")
+    report.write_index(folder)
+    result.status = "completed"
+    log(f"run {run_id} completed in {time.perf_counter() - t_run:.1f} s"
+        + (" (PROVISIONAL: convergence checks failed)" if result.provisional else ""))
+    if track:
+        tracking.log_run(result, log)
+    return result
 
 
 OPTIMIZE_STAGE = "07_optimize"
@@ -390,43 +752,61 @@ def optimize_run(run_id: str, overrides: dict | None = None, *, log: Log = print
     spec = load_spec(folder / "run_spec.json")
     settings_for(spec.optimize, overrides)  # SpecError here, before a kernel starts
     configure_environment()
-    with _Lock(folder):
-        st = read_json(folder / "status.json")
-        if st.get("status") == "stopped":
-            raise RunError(f"run {run_id!r} was stopped by {st.get('stopped_by') or GATE} ({st.get('reason')}): its fit "
-                           "failed the convergence checks, so there is no posterior to plan with; fix the fit first")  # fmt: skip
-        if st["stages"].get("04_fit", {}).get("status") != "completed":
-            raise RunError(f"run {run_id!r} has no completed fit (04_fit is {st['stages'].get('04_fit', {}).get('status')}); "
-                           f"finish it with `mmm run … --run-id {run_id} --resume`")  # fmt: skip
-        status_mod.add_stage(folder, st, OPTIMIZE_STAGE)
-        result = RunResult(run_id=run_id, run_dir=folder, status="running")
-        log(f"run {run_id}: {STAGE_TITLES[OPTIMIZE_STAGE]} running …")
-        status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "running")
-        t0 = time.perf_counter()
+    st: dict | None = None
+    with _stop_on_signals(), _Lock(folder):
         try:
-            _execute(OPTIMIZE_STAGE, folder, run_id, log, kernel_name, {"optimize": dict(overrides or {})})
-        except Exception as exc:  # noqa: BLE001 - recorded, then reported
-            dt = time.perf_counter() - t0
-            reason, tb = _reason(exc)
-            status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "failed", duration_s=dt, error=reason, traceback=tb)
-            try:
-                _render(folder, OPTIMIZE_STAGE)
-            finally:
-                report.write_index(folder)
-            result.status, result.failed_stage, result.error = "failed", OPTIMIZE_STAGE, reason
-            result.stage_times[OPTIMIZE_STAGE] = dt
-            return result
+            st = status_mod.claim(read_json(folder / "status.json"))
+            return _optimize_locked(folder, run_id, st, overrides, log, kernel_name)
+        except RunInterrupted as e:
+            msg = _end_interrupted(folder, run_id, "SPEC", st, e.signum, log)
+            msg = msg.split("; completed stages")[0] + f"; the fit is kept: run `mmm optimize {run_id}` again"
+            raise RunInterrupted(e.signum, msg) from None
+        except OSError as e:
+            raise RunError(_end_os_error(folder, run_id, st, e, log)) from None
+
+
+def _optimize_locked(folder: Path, run_id: str, st: dict, overrides: dict | None, log: Log,
+                     kernel_name: str) -> RunResult:
+    remove_temporaries(folder)
+    if st.get("status") == "stopped":
+        raise RunError(f"run {run_id!r} was stopped by {st.get('stopped_by') or GATE} ({st.get('reason')}): its fit "
+                       "failed the convergence checks, so there is no posterior to plan with; fix the fit first")  # fmt: skip
+    if st["stages"].get("04_fit", {}).get("status") != "completed":
+        raise RunError(f"run {run_id!r} has no completed fit (04_fit is {st['stages'].get('04_fit', {}).get('status')}); "
+                       f"finish it with `mmm run … --run-id {run_id} --resume`")  # fmt: skip
+    for stage in [s for s in STAGES[: STAGES.index("04_fit") + 1] if s in st["stages"]]:
+        problem = _damage(folder, st, stage)
+        if problem:
+            raise RunError(f"run {run_id!r}: {stage}: {problem}; finish it with `mmm run … --run-id {run_id} --resume` "
+                           "(reruns from that stage) before optimizing")
+    status_mod.add_stage(folder, st, OPTIMIZE_STAGE)
+    result = RunResult(run_id=run_id, run_dir=folder, status="running")
+    log(f"run {run_id}: {STAGE_TITLES[OPTIMIZE_STAGE]} running …")
+    status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "running")
+    t0 = time.perf_counter()
+    try:
+        _execute(OPTIMIZE_STAGE, folder, run_id, log, kernel_name, {"optimize": dict(overrides or {})})
+    except Exception as exc:  # noqa: BLE001 - recorded, then reported
         dt = time.perf_counter() - t0
+        reason, tb = _reason(exc)
+        status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "failed", duration_s=dt, error=reason, traceback=tb)
+        _render_quietly(folder, OPTIMIZE_STAGE, log)
+        _write_index_quietly(folder, log)
+        result.status, result.failed_stage, result.error = "failed", OPTIMIZE_STAGE, reason
         result.stage_times[OPTIMIZE_STAGE] = dt
-        status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "completed", duration_s=dt)
-        _render(folder, OPTIMIZE_STAGE)
-        if all(s.get("status") == "completed" for s in st["stages"].values()):
-            status_mod.mark_run(folder, st, "completed")
-        report.write_index(folder)
-        result.status = "completed"
-        result.diagnostics = read_verdict(folder)
-        log(f"  done in {dt:.1f} s")
         return result
+    dt = time.perf_counter() - t0
+    result.stage_times[OPTIMIZE_STAGE] = dt
+    status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "completed", duration_s=dt,
+                          artifacts=_fingerprints(folder, OPTIMIZE_STAGE))
+    _render(folder, OPTIMIZE_STAGE)
+    if all(s.get("status") == "completed" for s in st["stages"].values()):
+        status_mod.mark_run(folder, st, "completed")
+    report.write_index(folder)
+    result.status = "completed"
+    result.diagnostics = read_verdict(folder)
+    log(f"  done in {dt:.1f} s")
+    return result
 
 
 def print_optimization(result: RunResult, log: Log = print) -> None:
@@ -439,8 +819,10 @@ def print_optimization(result: RunResult, log: Log = print) -> None:
     v = result.diagnostics or read_verdict(result.run_dir)
     mark = "  PROVISIONAL (convergence checks failed)" if v.failed else ""
     log(f"  budget {opt['budget']:,.0f} over {hz['periods']} periods ({hz['start']} → {hz['end']}), {opt['budget_source']}{mark}")
-    log(f"  recommended split adds {up['incremental']:,.0f} sales over the current split "
-        f"[90%: {up['incremental_low']:,.0f} – {up['incremental_high']:,.0f}], P(gain) {100 * up['probability_positive']:.0f}%")
+    same = abs(opt["budget"] - opt["current_budget"]) <= 0.005 * max(opt["current_budget"], 1e-9)
+    vs = "the current split" if same else f"the current plan ({opt['current_budget']:,.0f})"
+    log(f"  recommended plan: {up['incremental']:+,.0f} incremental sales vs {vs} "
+        f"[90%: {up['incremental_low']:+,.0f} to {up['incremental_high']:+,.0f}], P(gain) {100 * up['probability_positive']:.0f}%")
     for c in opt["channels"]:
         where = f"  (at {c['at_bound']} bound)" if c.get("at_bound") in ("lower", "upper") else ""
         log(f"  {c['channel']:<16} {c['current_spend']:>14,.0f} → {c['recommended_spend']:>14,.0f}{where}")

@@ -1,7 +1,13 @@
-"""Runs and their outputs: listing, status, removal and outputs of runs as library calls."""
+"""Runs and their outputs: listing, status, removal and outputs of runs as library calls.
+
+Status is shown as it is, not only as recorded: a run whose file says ``running`` but whose process is gone
+is ``interrupted`` (:func:`mmm_lib.status.effective_status`); one unreadable ``status.json`` is listed as
+``unreadable`` (naming the file) instead of breaking the list.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,25 +68,49 @@ def _sort_key(row: dict[str, Any]) -> float:
         return float("-inf")  # no readable time: listed last
 
 
+def _read_status(d: Path) -> dict[str, Any]:
+    """A run's status.json as it really is (:func:`~mmm_lib.status.effective_status`); ``ValueError`` naming the
+    file when it is not readable."""
+    from .status import effective_status
+
+    path = d / "status.json"
+    try:
+        s = read_json(path)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}): damaged or edited by hand") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text: damaged") from None
+    if not isinstance(s, dict) or not isinstance(s.get("stages", {}), dict):
+        raise ValueError(f"{path}: not a run status (a JSON {type(s).__name__} without stages): damaged or edited")
+    return effective_status(d, s)
+
+
 def list_runs() -> list[dict[str, Any]]:
     """Every run folder, newest first: runs made by ``mmm run`` (``source: "mmm run"``, from status.json)
     and folders the notebooks wrote when run by hand in JupyterLab (``source: "notebook"``,
-    ``status: "interactive"``, ``stage``: the last stage whose artifacts are there)."""
+    ``status: "interactive"``, ``stage``: the last stage whose artifacts are there). A run whose status.json
+    cannot be read is listed with ``status: "unreadable"`` and ``error`` naming the file."""
     root = outputs_root() / "runs"
     out = []
     if root.is_dir():
         for d in root.iterdir():
-            if (d / "status.json").is_file():
-                s = read_json(d / "status.json")
-                row = {k: s.get(k) for k in ("run_id", "status", "stage", "created_at", "updated_at")}
-                out.append({**row, "run_id": row["run_id"] or d.name, "source": "mmm run"})
-            elif (d / "run_spec.json").is_file():
-                out.append(_notebook_run_row(d))
-    return sorted(out, key=lambda r: (_sort_key(r), r["run_id"]), reverse=True)
+            try:
+                if (d / "status.json").is_file():
+                    s = _read_status(d)
+                    row = {k: s.get(k) for k in ("run_id", "status", "stage", "created_at", "updated_at")}
+                    out.append({**row, "run_id": row["run_id"] or d.name, "source": "mmm run"})
+                elif (d / "run_spec.json").is_file():
+                    out.append(_notebook_run_row(d))
+            except (OSError, ValueError) as e:
+                out.append({"run_id": d.name, "status": "unreadable", "stage": None, "created_at": None,
+                            "updated_at": None, "source": "mmm run",
+                            "error": f"{e}; `mmm runs rm {d.name}` deletes it, or rerun it with --restart"})
+    return sorted(out, key=lambda r: (_sort_key(r), str(r["run_id"])), reverse=True)
 
 
 def run_status(run_id: str) -> dict[str, Any]:
-    return read_json(_existing(run_id) / "status.json")
+    """The run's status.json, with a run whose process is gone shown as ``interrupted``."""
+    return _read_status(_existing(run_id))
 
 
 def run_spec(run_id: str) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""``status.json``: the run's status (pending → running → completed | failed | stopped), per stage.
+"""``status.json``: the run's status (pending → running → completed | failed | stopped | interrupted), per stage.
+
+``interrupted`` is a run ended from outside: a signal (Ctrl-C, SIGTERM, SIGHUP) recorded by the run itself,
+or a run whose ``owner`` process (pid, start time, host) is gone while its file still says ``running`` (killed
+with SIGKILL, the machine restarted, the disk full when the end was to be written): :func:`effective_status`
+reports that truth without changing the file. A completed stage records the SHA-256 of each artifact it
+wrote (``artifacts``), so ``--resume`` can tell a kept artifact from a damaged one.
 
 ``stopped`` is a run ended on purpose before its last stage: the diagnostics gate
 (``diagnostics.gate: stop``) after failed convergence checks. ``stopped_by`` and ``reason`` say why, and
@@ -12,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .storage import read_json, write_json
+from .storage import lock_held, owner_alive, owner_record, read_json, write_json
 
 STAGES = ["01_validate", "02_canonicalize", "03_features", "04_fit", "05_diagnose", "06_contribute"]
 # Run after the six when the spec has their section (07_optimize: ``optimize:``), or later on a finished
@@ -64,8 +70,36 @@ def new_status(run_id: str, stages: list[str] | None = None) -> dict[str, Any]:
         "stopped_by": None,
         "reason": None,
         "gate": None,
+        "owner": owner_record(),
         "stages": {s: _pending() for s in (stages or STAGES)},
     }
+
+
+def claim(status: dict[str, Any]) -> dict[str, Any]:
+    """Make this process the run's owner (a resumed run is continued by another process)."""
+    status["owner"] = owner_record()
+    return status
+
+
+def effective_status(run_dir: Path, status: dict[str, Any]) -> dict[str, Any]:
+    """``status`` as it really is: a run recorded as pending or running whose owner process is gone (killed,
+    or its pid now another program's) and whose lock nobody holds is ``interrupted``. The file is not changed."""
+    if status.get("status") not in ("pending", "running"):
+        return status
+    alive = owner_alive(status.get("owner"))
+    if alive or (alive is None and lock_held(run_dir)):
+        return status
+    owner = status.get("owner") or {}
+    stage = status.get("stage")
+    who = f"process {owner['pid']}" if isinstance(owner.get("pid"), int) else "the process that ran it"
+    cause = (f"{who} ended without recording it (killed with SIGKILL, the machine restarted, or the disk was full "
+             f"when the end was to be written); continue it with `mmm run SPEC --run-id {status.get('run_id')} "
+             "--resume`")
+    out = {**status, "status": "interrupted", "recorded_status": status.get("status"),
+           "error": f"{stage}: {cause}" if stage else cause}
+    if stage in out.get("stages", {}):
+        out["stages"] = {**out["stages"], stage: {**out["stages"][stage], "status": "interrupted"}}
+    return out
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
@@ -78,10 +112,18 @@ def write_status(run_dir: Path, status: dict[str, Any]) -> None:
 
 
 def mark_stage(run_dir: Path, status: dict[str, Any], stage: str, state: str, *, duration_s: float | None = None,
-               error: str | None = None, traceback: str | None = None) -> dict[str, Any]:
-    """Record a stage transition and the run's overall state, and persist it."""
+               error: str | None = None, traceback: str | None = None,
+               artifacts: dict[str, str] | None = None) -> dict[str, Any]:
+    """Record a stage transition and the run's overall state, and persist it.
+
+    ``artifacts`` (a completed stage): artifact name → SHA-256 of what the stage wrote, checked on ``--resume``.
+    """
     st = status["stages"][stage]
     st["status"] = state
+    if artifacts is not None:
+        st["artifacts"] = artifacts
+    if state in ("running", "pending"):
+        st.pop("artifacts", None)
     if state == "running":
         st["started_at"] = now_iso()
         st["finished_at"] = st["duration_s"] = st["error"] = None
@@ -90,9 +132,26 @@ def mark_stage(run_dir: Path, status: dict[str, Any], stage: str, state: str, *,
         st["finished_at"] = now_iso()
         st["duration_s"] = None if duration_s is None else round(duration_s, 2)
         st["error"] = error
-        if state == "failed":
-            status.update(status="failed", stage=stage, error=f"{stage}: {error}", traceback=traceback)
+        if state in ("failed", "interrupted"):
+            status.update(status=state, stage=stage, error=f"{stage}: {error}", traceback=traceback)
     write_status(run_dir, status)
+    return status
+
+
+def mark_interrupted(run_dir: Path, status: dict[str, Any], cause: str) -> dict[str, Any]:
+    """Record a run ended from outside (a signal): its running stage, if any, and the run are ``interrupted``."""
+    stage = status.get("stage")
+    if stage in status["stages"] and status["stages"][stage]["status"] == "running":
+        return mark_stage(run_dir, status, stage, "interrupted", error=cause)
+    status.update(status="interrupted", error=f"{stage}: {cause}" if stage else cause, traceback=None)
+    write_status(run_dir, status)
+    return status
+
+
+def reset_stages(status: dict[str, Any], stages: list[str]) -> dict[str, Any]:
+    """Plan ``stages`` again (pending, nothing recorded): they are about to be rerun."""
+    for s in stages:
+        status["stages"][s] = _pending()
     return status
 
 

@@ -5,15 +5,21 @@ Layout (root = ``$MMM_OUTPUTS`` or ``<repo>/outputs``)::
     datasets/<dataset_id>/raw_data.parquet, validation_summary.json, metadata.json, source.<ext>
     runs/<run_id>/run_spec.json, status.json, <stage artifacts>, notebooks/, reports/, index.html
 
-Every write goes to a temp file in the same folder and is renamed into place, so a reader never
-sees a half-written artifact.
+Every write goes to a temp file in the same folder (``.<name>.<random>.tmp``), flushed to disk and renamed
+into place, so a reader never sees a half-written artifact and a full disk leaves the previous version
+intact. A process killed mid-write can leave such a temporary behind: :func:`remove_temporaries` clears
+them (``mmm run --resume`` does). :func:`describe_os_error` turns a failed write (disk full, read-only
+folder) into one line naming the folder and the fix.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,11 +70,55 @@ def validate_id(value: str, kind: str = "run_id") -> str:
 LOCK_FILE = ".lock"  # in a run folder while a run writes it (mmm_lib.runner holds it)
 
 
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch, as psutil reports it), or ``None`` when there is no
+    such process. With the pid it names one process for good: a pid reused by another program has another start time."""
+    try:
+        import psutil  # a dependency of ipykernel, so present wherever a stage can run
+    except ImportError:  # pragma: no cover - fall back to "is there a process with this pid"
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return 0.0
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.Error:  # pragma: no cover - access denied: it exists
+        return 0.0
+
+
+def owner_record() -> dict[str, Any]:
+    """This process as the owner of a run: pid, start time and host (``status.json`` ``owner``)."""
+    pid = os.getpid()
+    return {"pid": pid, "started": process_start_time(pid), "host": socket.gethostname()}
+
+
+def owner_alive(owner: dict[str, Any] | None) -> bool | None:
+    """Whether the process an ``owner`` record names still runs: ``None`` when that cannot be told (no record,
+    or another host), else ``False`` when the pid is gone or now belongs to a process started at another time."""
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return None
+    if owner.get("host") not in (None, socket.gethostname()):
+        return None
+    started = process_start_time(owner["pid"])
+    if started is None:
+        return False
+    recorded = owner.get("started")
+    if isinstance(recorded, (int, float)) and recorded and started and abs(started - recorded) > 1.0:
+        return False  # the pid was reused by a later process
+    return True
+
+
 def lock_held(folder: Path) -> bool:
     """Whether a live process holds ``folder``'s run lock.
 
     The file alone says nothing: a run killed with SIGKILL leaves it behind, and the OS has already
-    dropped its lock. So the lock is tried (without waiting) rather than the file looked for.
+    dropped its lock. So the lock is tried (without waiting) rather than the file looked for. Where it cannot
+    be tried (a read-only folder), the owner recorded in ``status.json`` (pid and start time) decides.
     """
     path = Path(folder) / LOCK_FILE
     if not path.exists():
@@ -78,6 +128,12 @@ def lock_held(folder: Path) -> bool:
         probe.acquire()
     except Timeout:
         return True
+    except OSError:
+        try:
+            owner = read_json(Path(folder) / "status.json").get("owner")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return bool(owner_alive(owner))
     probe.release()
     return False
 
@@ -90,6 +146,9 @@ def dataset_dir(dataset_id: str) -> Path:
     return outputs_root() / "datasets" / validate_id(dataset_id, "dataset_id")
 
 
+TEMP_GLOB = ".*.tmp"  # what _atomic's temporaries look like
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,11 +157,56 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)
+        # On disk before the rename: a crash or power loss then leaves the old file or the new one, never an empty one.
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the atomic-write temporaries a killed process left in ``folder`` and its subfolders.
+
+    Only call it while holding the folder's run lock: then nobody else is writing there.
+    """
+    gone = []
+    for p in sorted(Path(folder).rglob(TEMP_GLOB)):
+        if p.is_file() and not p.is_symlink():
+            try:
+                p.unlink()
+                gone.append(p)
+            except OSError:
+                pass
+    return gone
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in blocks (a posterior can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def describe_os_error(exc: OSError, where: Path | str | None = None) -> str:
+    """One line for a failed write: what happened, where, and what to do (disk full, read-only folder, …)."""
+    place = exc.filename or where or outputs_root()
+    folder = Path(place) if Path(place).is_dir() else Path(place).parent
+    if exc.errno in _SPACE:
+        return (f"no space left on the disk holding {folder} ({exc.strerror}): free some space "
+                f"(`df -h {folder}` shows it) or set MMM_OUTPUTS to a folder on a larger disk")
+    if exc.errno in _READ_ONLY:
+        return (f"cannot write to {place} ({exc.strerror}): make {folder} writable, or set MMM_OUTPUTS to a "
+                "writable folder")
+    return f"could not write {place}: {exc.strerror or exc}"
 
 
 def to_plain(o: Any) -> Any:
@@ -159,6 +263,38 @@ def read_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 def write_bytes(path: Path, data: bytes) -> Path:
     return _atomic(path, lambda p: p.write_bytes(data))
+
+
+def keep_dataset_source(folder: Path, dataset_id: str, expected_sha256: str | None = None) -> dict[str, Any]:
+    """Copy dataset ``dataset_id``'s uploaded file (``source.<ext>``) into a run folder, byte for byte.
+
+    A run on a dataset then keeps its own input like a run on a ``data_path`` does, so replacing or deleting the
+    dataset later cannot take away what the run was fitted on. ``expected_sha256`` (what 01_validate recorded)
+    must match: a dataset replaced while the run read it is refused (``ValueError``).
+
+    Returns
+    -------
+    dict
+        ``{"dataset_id", "file", "sha256", "bytes"}``.
+    """
+    from .input_file import read_input
+
+    ds = dataset_dir(dataset_id)
+    meta = read_json(ds / "metadata.json")
+    name = str(meta.get("source_file") or "")
+    if not re.fullmatch(r"source(\.[a-z0-9]{1,10}){1,2}", name):
+        raise ValueError(f"dataset {dataset_id!r}: metadata.json names no kept file (source_file {name!r}); "
+                         f"add the dataset again with `mmm datasets add PATH --id {dataset_id} --force`")
+    data = read_input(ds / name, [Path(os.path.realpath(ds))]).data
+    sha = hashlib.sha256(data).hexdigest()
+    for want, what in ((expected_sha256, "this run validated"), (meta.get("sha256"), "its metadata.json records")):
+        if want and sha != want:
+            raise ValueError(f"dataset {dataset_id!r}: {name} (SHA-256 {sha[:12]}…) is not the file {what} "
+                             f"({want[:12]}…): it was replaced or damaged; run this spec again with --restart")
+    target = Path(folder) / name
+    if not (target.is_file() and sha256_file(target) == sha):
+        write_bytes(target, data)
+    return {"dataset_id": dataset_id, "file": name, "sha256": sha, "bytes": len(data)}
 
 
 def write_netcdf(path: Path, datatree: Any) -> Path:

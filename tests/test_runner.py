@@ -23,12 +23,14 @@ REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "params" / "fast.yaml"
 SMALL = ["draws=150", "tune=150"]
 HOLDOUT = ["windows.holdout_periods=8"]  # the end-to-end run also exercises the chronological holdout
+OPTIMIZE = ["optimize.horizon_periods=8"]  # ... and 07_optimize (a spec with an optimize: section)
 
 RUN_ARTIFACTS = [
     "run_spec.json", "status.json", "raw_data.parquet", "validation_summary.json", "canonical_data.parquet",
     "column_info.json", "features.parquet", "feature_metadata.json", "feature_scaler.json", "posterior.nc",
     "posterior_summary.json", "model_metadata.json", "diagnostics.json", "contributions.parquet",
     "contribution_summary.json", "roi_metrics.json", "fitted.parquet", "fit_metrics.json", "index.html",
+    "optimization.json", "response_curves.parquet", "scenario.parquet",
 ]
 
 
@@ -59,7 +61,7 @@ def completed_run(tmp_path_factory):
     old = os.environ.get("MMM_OUTPUTS")
     os.environ["MMM_OUTPUTS"] = str(root)
     try:
-        res = run_pipeline(SPEC, "e2e", SMALL + HOLDOUT, log=lambda m: None)
+        res = run_pipeline(SPEC, "e2e", SMALL + HOLDOUT + OPTIMIZE, log=lambda m: None)
     finally:
         if old is None:
             os.environ.pop("MMM_OUTPUTS", None)
@@ -77,7 +79,8 @@ def test_six_notebooks_produce_every_artifact_and_report(completed_run):
     status = json.loads((res.run_dir / "status.json").read_text())
     assert status["status"] == "completed"
     assert all(s["status"] == "completed" and s["duration_s"] > 0 for s in status["stages"].values())
-    for stage in runner.STAGES:
+    assert list(status["stages"]) == [*runner.STAGES, "07_optimize"]
+    for stage in status["stages"]:
         nb = nbformat.read(res.run_dir / "notebooks" / f"{stage}.ipynb", as_version=4)
         assert nb.metadata.papermill.exception is None or nb.metadata.papermill.exception is False
         html = (res.run_dir / "reports" / f"{stage}.html").read_text()
@@ -207,3 +210,40 @@ def test_runs_rm_refuses_a_held_lock_but_not_a_file_left_by_a_killed_run(outputs
     (folder / ".lock").write_text("12345")  # what a SIGKILLed run leaves: the file, no lock
     assert remove_run("gone") == {"deleted": "gone"}
     assert not folder.exists()
+
+
+@pytest.mark.slow
+def test_mmm_optimize_reruns_07_on_the_fitted_run(completed_run, monkeypatch, capsys, tmp_path):
+    """`mmm optimize` on a finished run: new settings without refitting, a scenario kept with the run, and
+    the refusals (bad settings exit 2, infeasible bounds exit 1 naming them, the earlier answer kept)."""
+    from mmm_lib.cli import main
+
+    res, root = completed_run
+    monkeypatch.setenv("MMM_OUTPUTS", str(root))
+    posterior = (res.run_dir / "posterior.nc").read_bytes()
+    first = json.loads((res.run_dir / "optimization.json").read_text())
+    assert first["budget"] == pytest.approx(first["current_budget"]) and first["horizon"]["periods"] == 8
+    assert first["recommended"]["spend"] == pytest.approx(first["budget"], rel=1e-8)
+
+    plan = tmp_path / "plan.csv"
+    start = first["horizon"]["start"]
+    plan.write_text(f"period_start,channel,spend\n{start},TV,5000\n{start},act_radio,2500\n")
+    budget = round(first["budget"] * 1.1, 2)
+    assert main(["optimize", "e2e", "--budget", str(budget), "--bounds", "act_tv=±10%", "--bounds", "*=±50%",
+                 "--scenario", str(plan)]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    opt = json.loads((res.run_dir / "optimization.json").read_text())
+    assert out["budget"] == opt["budget"] == pytest.approx(budget)
+    tv = next(c for c in opt["channels"] if c["channel"] == "act_tv")
+    assert tv["bound"].startswith("±10%") and abs(tv["recommended_spend"] / tv["current_spend"] - 1) <= 0.10 + 1e-6
+    assert opt["scenario"]["spend"] == pytest.approx(7500.0) and (res.run_dir / "scenario_plan.csv").read_bytes() == plan.read_bytes()
+    assert set(pd.read_parquet(res.run_dir / "scenario.parquet")["plan"]) == {"current", "recommended", "scenario"}
+    assert (res.run_dir / "posterior.nc").read_bytes() == posterior  # no refit
+    assert "07" in (res.run_dir / "index.html").read_text()
+
+    assert main(["optimize", "e2e", "--bounds", "act_tv=lots"]) == 2
+    assert "optimize.bounds.act_tv: 'lots' is not a bound" in capsys.readouterr().err
+    assert main(["optimize", "e2e", "--budget", str(first["budget"] * 100)]) == 1
+    err = capsys.readouterr().err
+    assert "infeasible bounds" in err and "act_tv: ±30% of current" in err and "set a budget between" in err
+    assert json.loads((res.run_dir / "optimization.json").read_text()) == opt  # the earlier answer is kept
