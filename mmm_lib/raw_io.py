@@ -315,8 +315,9 @@ def load_raw(source: str | Path | InputFile, spec: RunSpec | None = None) -> pd.
 def keep_source(run: Any, source: InputFile | None = None) -> dict[str, Any]:
     """Keep the run's input file byte-for-byte in the run folder (``source.<ext>``), with its SHA-256.
 
-    For a ``dataset_id`` run the dataset already keeps its uploaded file (``mmm datasets add``);
-    its recorded checksum is returned and nothing is copied.
+    For a ``dataset_id`` run the dataset's uploaded file (``mmm datasets add``) is copied into the run folder
+    (:func:`~mmm_lib.storage.keep_dataset_source`), so the run keeps what it was fitted on even when the dataset
+    is replaced or removed later, also when the notebooks are run by hand.
 
     Parameters
     ----------
@@ -333,14 +334,11 @@ def keep_source(run: Any, source: InputFile | None = None) -> dict[str, Any]:
         in the run folder), or for a dataset ``{"dataset_id", "file", "sha256", "bytes"}``; stored as
         ``source`` in ``validation_summary.json``.
     """
-    from .storage import dataset_dir, read_json, write_bytes
+    from .storage import keep_dataset_source, write_bytes
 
     spec = run.spec
     if spec.data_path is None:
-        meta_path = dataset_dir(spec.dataset_id) / "metadata.json"
-        meta = read_json(meta_path) if meta_path.is_file() else {}
-        return {"dataset_id": spec.dataset_id, "file": meta.get("source_file"), "sha256": meta.get("sha256"),
-                "bytes": meta.get("bytes")}
+        return keep_dataset_source(run.dir, spec.dataset_id)
     src = Path(spec.data_path)
     data = (source if source is not None else run.data_source()).data
     suffixes = [x.lower() for x in src.suffixes[-2:]]

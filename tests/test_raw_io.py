@@ -143,7 +143,7 @@ def test_keep_source_copies_bytes_with_checksum(tmp_path):
     assert validate(load_raw(run.dir / "source.csv.gz"), run.spec).n_rows == 15
 
 
-def test_keep_source_of_a_dataset_reports_its_checksum(tmp_path, outputs_root):
+def test_keep_source_of_a_dataset_keeps_its_bytes_with_the_run(tmp_path, outputs_root):
     from mmm_lib.datasets import add_dataset
     from mmm_lib.storage import open_run
 
@@ -153,7 +153,8 @@ def test_keep_source_of_a_dataset_reports_its_checksum(tmp_path, outputs_root):
     (tmp_path / "spec.yaml").write_text("dataset_id: ds1\ndrivers: [act_tv]\n")
     src = keep_source(open_run(tmp_path / "spec.yaml", "from_ds", create=True))
     assert src == {"dataset_id": "ds1", "file": "source.csv", "sha256": meta["sha256"], "bytes": meta["bytes"]}
-    assert not (outputs_root / "runs" / "from_ds" / "source.csv").exists()
+    # the run keeps its own copy: replacing or removing the dataset later cannot take away what it was fitted on
+    assert (outputs_root / "runs" / "from_ds" / "source.csv").read_bytes() == p.read_bytes()
 
 
 def test_pandas_index_column_with_empty_header_is_kept_as_unnamed(tmp_path):
