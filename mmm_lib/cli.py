@@ -100,7 +100,7 @@ EXIT_GATE_STOPPED = 3
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from .runner import RunError, explain_stop, print_headline, print_optimization, run_pipeline
+    from .runner import RunError, RunInterrupted, explain_stop, print_headline, print_optimization, run_pipeline
 
     try:
         res = run_pipeline(a.spec, a.run_id, a.set, resume=a.resume, restart=a.restart, log=_err,
@@ -108,6 +108,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
     except RunError as e:
         _err(f"error: {e}")
         return 1
+    except RunInterrupted as e:  # recorded in status.json; exit like the shell does for the signal (130: Ctrl-C)
+        _err(f"error: {e}")
+        return e.exit_code
     if res.status == "failed":
         _err(f"error: stage {res.failed_stage} failed: {res.error}")
         _err(f"  details: {res.run_dir / 'status.json'}; report: {res.index}")
@@ -205,7 +208,8 @@ def _cmd_datasets(a: argparse.Namespace) -> int:
     from . import datasets as ds
 
     if a.action == "add":
-        meta = ds.add_dataset(a.path, a.id, force=a.force, spec_path=a.spec)
+        meta = ds.add_dataset(a.path, a.id, force=a.force or a.even_if_used, spec_path=a.spec,
+                              force_used=a.even_if_used)
         if not meta["validation_ok"]:
             _err(f"warning: dataset {a.id!r} has validation errors; `mmm datasets show {a.id}` lists them")
         _print_json(meta)
@@ -310,6 +314,47 @@ def _cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(a: argparse.Namespace) -> int:
+    """Exit 0 when every run completed; 1 when a run failed or the batch could not start (workers that cannot
+    see the outputs root, runs that exist without --resume); 2 for a bad manifest or derived spec; 130 on Ctrl-C."""
+    from .batch import BatchError, ManifestError, batch_status, execute_batch, plan_batch
+
+    if a.manifest == "status" and (a.name or not Path("status").is_file()):
+        if not a.name:
+            _err("error: `mmm batch status NAME`: give the batch name (the manifest's `name:`)")
+            return 2
+        rec = batch_status(a.name)
+        _emit(rec if a.format == "json" else [{k: r.get(k) for k in ("run_id", "label", "status", "failed_stage", "error")}
+                                              for r in rec["runs"]], a.format)  # fmt: skip
+        return 0
+    if a.name:
+        _err(f"error: unexpected argument {a.name!r}: `mmm batch MANIFEST.yaml` or `mmm batch status NAME`")
+        return 2
+    try:
+        plan = plan_batch(a.manifest)
+    except ManifestError as e:
+        _err(f"error: {e}")
+        return 2
+    if a.dry_run:
+        for r in plan.runs:
+            _err(f"  {r.run_id}  ({r.label})")
+        _err(f"{len(plan.runs)} run(s) in batch {plan.name}; every derived spec is valid")
+        _emit({"name": plan.name, "base_spec": str(plan.base_spec), "runs": [r.to_dict() for r in plan.runs]}, a.format)
+        return 0
+    try:
+        rec = execute_batch(plan, scheduler=a.scheduler, workers=a.workers, resume=a.resume, cache=a.cache, log=_err)
+    except BatchError as e:
+        _err(f"error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        _err(f"stopped: batch {plan.name} was interrupted; `mmm batch status {plan.name}` shows each run; "
+             f"`mmm batch {a.manifest} --resume` continues it")
+        return 130
+    _emit({k: rec[k] for k in ("name", "status", "counts")} | {"index": str(plan.folder / "index.html"),
+          "runs": [{k: r[k] for k in ("run_id", "status", "failed_stage", "error")} for r in rec["runs"]]}, a.format)  # fmt: skip
+    return 0 if rec["status"] == "completed" else 1
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -321,9 +366,10 @@ def _version() -> str:
 
 _EPILOG = """examples:
   mmm sample --out my.csv --truth my_truth.json   make data with known ROI
-  mmm run params/example.yaml                     run the six stages, print ROI and the report path
+  mmm run params/example.yaml                     run the stages, print ROI, the budget advice and the report path
   mmm runs list --format table                    what has run, newest first
   mmm outputs RUN_ID roi --format table           ROI per channel of a run
+  mmm optimize RUN_ID --bounds '*=±20%'           next period's budget split on a fitted run
 
 exit status: 0 ok, 1 a run or command failed (the message names the stage or field),
 2 usage error, 3 a run stopped by the diagnostics gate (diagnostics.gate: stop).
@@ -343,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--format", default="json", type=_format_arg, metavar="{json,table,csv}",
                             help=f"json (default: {what}), table (aligned columns for reading) or csv")
 
-    r = sub.add_parser("run", help="run the six stage notebooks on a spec",
-                       description="Run the six stage notebooks on a spec; stage progress on stderr, a JSON "
+    r = sub.add_parser("run", help="run the stage notebooks on a spec",
+                       description="Run the stage notebooks on a spec (the six, and 07_optimize when it has an "
+                       "optimize: section); stage progress on stderr, a JSON "
                        "result (run_id, status, report path, stage times) on stdout.")
     r.add_argument("spec", help="run spec YAML, e.g. params/example.yaml")
     r.add_argument("--run-id", help="folder name under outputs/runs (default <spec>_<timestamp>)")
@@ -366,7 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "as a dataset (kept byte for byte with its SHA-256) and validate it; prints its metadata.")
     x.add_argument("path", help="the CSV or Parquet file")
     x.add_argument("--id", required=True, help="dataset id: letters, digits, '.', '_' or '-', e.g. brand_q3")
-    x.add_argument("--force", action="store_true", help="replace an existing dataset with this id")
+    x.add_argument("--force", action="store_true", help="replace an existing dataset with this id (refused while "
+                   "runs use it)")
+    x.add_argument("--even-if-used", action="store_true", help="with --force: replace it even though runs use it "
+                   "(each run keeps its own copy of its input)")
     x.add_argument("--spec", help="run spec whose `columns` mapping describes the file (Meridian/Robyn exports)")
     x = dsub.add_parser("list", help="list datasets (id, file, rows, added, valid)",
                         description="List the stored datasets.")
@@ -458,6 +508,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", metavar="RUN_ID", help="two or more run ids (same data, window and holdout)")
     c.add_argument("--name", help="folder under outputs/compare (default RUN_A_vs_RUN_B)")
     c.set_defaults(func=_cmd_compare)
+
+    b = sub.add_parser("batch", help="run many specs at once on Dask: a list, a grid, a split by brand or market",
+                       description="`mmm batch MANIFEST.yaml` runs every run a manifest derives from a base spec (a list of "
+                       "overrides, a grid, a split of the data by a column), each the same six stages as `mmm run`, on an "
+                       "embedded Dask cluster or an existing scheduler; writes outputs/batches/NAME/index.html and "
+                       "batch.json. `mmm batch status NAME` shows where each run of a batch is.")
+    b.add_argument("manifest", metavar="MANIFEST", help="batch manifest YAML (params/batch_example.yaml), or `status`")
+    b.add_argument("name", nargs="?", help="with `status`: the batch name")
+    b.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                   "(default: an embedded LocalCluster on this machine)")
+    b.add_argument("--workers", type=int, metavar="N", help="embedded cluster: worker processes (default cores // chains)")
+    b.add_argument("--resume", action="store_true", help="skip runs that completed with the same spec; rerun the others")
+    b.add_argument("--dry-run", action="store_true", help="validate every derived spec and list the run ids; run nothing")
+    b.add_argument("--cache", choices=["shared", "per-worker"], default="shared",
+                   help="compile cache: one per host shared by its workers (default, measured faster: README) or one per worker")
+    fmt_option(b, "the batch or, with --dry-run, the plan")
+    b.set_defaults(func=_cmd_batch)
     return p
 
 
@@ -470,8 +537,20 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except (SpecError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+        if isinstance(e, PermissionError) and e.errno is not None:  # the OS refused a write, not our own refusal
+            from .storage import describe_os_error
+
+            e = describe_os_error(e)
         _err(f"error: {e}")
         return 1
+    except OSError as e:  # a full disk, a read-only outputs folder: one line with the fix, not a traceback
+        from .storage import describe_os_error
+
+        _err(f"error: {describe_os_error(e)}")
+        return 1
+    except KeyboardInterrupt as e:  # Ctrl-C in a command other than `mmm run` (which records it first)
+        _err(f"error: {str(e) or 'interrupted by SIGINT (Ctrl-C)'}")
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":  # pragma: no cover
