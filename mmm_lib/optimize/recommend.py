@@ -159,7 +159,6 @@ def recommend(ctx: PlanContext, settings: OptimizeConfig, random_seed: int = 0, 
                         + ("every channel sits on a bound that the current split already meets" if common is None else
                            f"at the current split the channels inside their bounds already return about the same on the "
                            f"margin ({common:.2f} per unit), so moving money between them adds nothing"))  # fmt: skip
-    held = [n for n in h.notes]
     return {
         "horizon": {"periods": h.n_periods, "start": h.periods[0].date().isoformat(), "end": h.periods[-1].date().isoformat(),
                     "carryover_periods_after": len(h.tail_periods), "grain": ctx.mmm.feature_metadata.get("grain", "WEEK")},
@@ -181,7 +180,7 @@ def recommend(ctx: PlanContext, settings: OptimizeConfig, random_seed: int = 0, 
         "marginal_roi_common": common,
         "equals_current": bool(same_split),
         "messages": messages,
-        "notes": held,
+        "notes": list(h.notes),
         "optimizer": {"method": "SLSQP", "gradient": "exact (PyTensor)", "converged": sol.converged,
                       "iterations": sol.iterations, "best_start": sol.best_start, "starts": sol.starts},
         "entities": list(h.entities), "plannable_channels": list(h.plannable), "all_channels": list(names),

@@ -132,7 +132,7 @@ def _uplift_clause(opt: dict[str, Any]) -> str:
     gain = u["incremental"] >= 0
     lo, hi = (u["incremental_low"], u["incremental_high"]) if gain else (-u["incremental_high"], -u["incremental_low"])
     inside = f"{pct} interval {fmt_money(lo)} to {fmt_money(hi)}"
-    tail = [t for t in (None if _missing(u.get("pct")) else f"{u['pct']:+.1f}%", _gain(u, opt.get("draws"))) if t]
+    tail = [t for t in (None if _missing(u.get("pct")) else f"{u['pct']:+.1f}%", _gain(u, opt.get("reported_draws", opt.get("draws")))) if t]
     return f"{'add' if gain else 'lose'} {fmt_money(abs(u['incremental']))} sales ({inside}{'; ' + ', '.join(tail) if tail else ''})"
 
 
@@ -403,8 +403,9 @@ def how_computed(opt: dict[str, Any], labels: dict[str, str] | None = None) -> R
     if opt.get("definition"):
         lines.append("Definition: " + readable(str(opt["definition"]), opt, labels))
     lines += [_sentence(readable(str(n), opt, labels)) for n in opt.get("notes", [])]
-    lines.append(f"Uncertainty: {int(opt.get('draws', 0)):,} posterior draws (evenly thinned), {_pct_label(opt.get('interval', 0.9))} "
-                 f"equal-tailed intervals; random seed {opt.get('random_seed', NA_TEXT)}.")  # fmt: skip
+    lines.append(f"Uncertainty: the optimizer chose on {int(opt.get('draws', 0)):,} posterior draws (evenly thinned); the plans' "
+                 f"numbers are on {opt.get('reported_on', 'the same draws')} ({int(opt.get('reported_draws', opt.get('draws', 0))):,}), "
+                 f"{_pct_label(opt.get('interval', 0.9))} equal-tailed intervals; random seed {opt.get('random_seed', NA_TEXT)}.")  # fmt: skip
     o = opt.get("optimizer") or {}
     if o:
         starts = o.get("starts") or []
