@@ -30,7 +30,8 @@ from mmm_lib.diagnostics import compute_diagnostics
 from mmm_lib.storage import open_run, run_dir
 run = open_run(run_dir(sys.argv[1]) / "run_spec.json", sys.argv[1])
 spec = run.spec.model_copy(update={"nuts_sampler": sys.argv[2]})
-model, _ = model_pymc.build_model(run.read_parquet("features.parquet"), run.read_json("feature_metadata.json"))
+model, _ = model_pymc.build_model(run.read_parquet("features.parquet"), run.read_json("feature_metadata.json"),
+                                  run.read_json("feature_scaler.json"), run.spec.model)
 idata = model_pymc.fit(model, spec, progress=False)
 a = idata["posterior"].attrs
 print(json.dumps({"wall": time.perf_counter() - t0, "sampling": a["mmm_sampling_time_s"],

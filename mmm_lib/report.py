@@ -35,6 +35,9 @@ def export_html(notebook: Any, html_path: Path, *, hide_code: bool = True, banne
     """
     import copy
 
+    from .runtime import skip_slow_schema_formats
+
+    skip_slow_schema_formats()
     import nbformat
     from nbconvert import HTMLExporter
     from traitlets.config import Config

@@ -19,7 +19,6 @@ removes leftover temporaries. A run on a dataset keeps the dataset's file (``sou
 from __future__ import annotations
 
 import errno
-import functools
 import io
 import os
 import re
@@ -37,7 +36,9 @@ from filelock import FileLock, Timeout
 
 from . import report, status as status_mod, tracking
 from .gate import GateVerdict, read_verdict, report_top_banner
-from .runtime import configure_environment
+from .kernels import StageKernels, kernel_end as _kernel_end, kernel_manager_class as _kernel_manager_class
+from .kernels import kill_kernels as _kill_kernels
+from .runtime import configure_environment, skip_slow_schema_formats
 from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from .status import ALL_STAGES, STAGE_TITLES, STAGES
 from .storage import (
@@ -223,79 +224,16 @@ def default_run_id(spec_path: str | Path) -> str:
     return f"{Path(spec_path).stem}_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-@functools.cache
-def _kernel_manager_class() -> type:
-    """jupyter_client's AsyncKernelManager, except that shutting a kernel down does not interrupt it first.
-
-    jupyter_client sends SIGINT before the shutdown request. papermill ends every notebook with a
-    ``kernel_info`` request and shuts the kernel down as soon as the reply arrives, when the kernel
-    may still be inside that request's handler (ipykernel lets SIGINT raise only while it handles a
-    request, and ignores it when idle): it then
-    logs ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` to the terminal of a run that
-    succeeded (seen in stage 02 of ``make run``). A finished notebook has nothing to interrupt, and a
-    kernel that ignores the shutdown request still gets SIGTERM, then SIGKILL (``finish_shutdown``).
-    """
-    from jupyter_client import AsyncKernelManager
-
-    class StageKernelManager(AsyncKernelManager):
-        async def _async_interrupt_kernel(self) -> None:
-            if self.shutting_down:
-                return
-            await super()._async_interrupt_kernel()
-
-        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
-            await super()._async_launch_kernel(kernel_cmd, **kw)
-            # Kept to stop it on a signal, and to say how it ended when it dies (DeadKernelError says only that).
-            proc = getattr(self.provisioner, "process", None)
-            if proc is not None:
-                _KERNELS.append(proc)
-
-    return StageKernelManager
-
-
-# The stage kernels this process started (subprocess.Popen; the last is the current stage's).
-_KERNELS: list = []
-
-
-def _kill_kernels() -> None:
-    """Stop every stage kernel still running (and what it started: it leads its own process group)."""
-    for proc in list(_KERNELS):
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                try:
-                    proc.kill()
-                except OSError:
-                    pass
-        try:
-            proc.wait(timeout=5)
-        except Exception:  # noqa: BLE001 - best effort: never let cleanup hide why the run ended
-            pass
-    _KERNELS.clear()
-
-
-def _kernel_end() -> str:
-    """How the current stage's kernel ended, for a DeadKernelError: 'was killed by SIGKILL', 'exited with status 1'."""
-    if not _KERNELS:
-        return "died"
-    proc = _KERNELS[-1]
-    try:
-        code = proc.wait(timeout=2)
-    except Exception:  # noqa: BLE001
-        return "died"
-    if code is None:
-        return "stopped answering"
-    if code < 0:
-        hint = " (the out-of-memory killer uses SIGKILL: check `dmesg`)" if -code == signal.SIGKILL else ""
-        return f"was killed by {signal_name(-code)}{hint}"
-    return f"exited with status {code}"
-
-
 def _run_notebook(src: Path, out: Path, parameters: dict, kernel_name: str, stdout: io.TextIOBase,
-                  stderr: io.TextIOBase) -> None:
-    """Execute one notebook in a fresh kernel (papermill); cell output goes to ``stdout``/``stderr``."""
+                  stderr: io.TextIOBase, km: object = None) -> None:
+    """Execute one notebook in a fresh kernel (papermill); cell output goes to ``stdout``/``stderr``.
+
+    ``km``: a kernel manager whose kernel was started for this notebook (:class:`~mmm_lib.kernels.StageKernels`);
+    papermill then uses it and leaves shutting it down to the caller. Without it papermill starts one."""
+    skip_slow_schema_formats()
     import papermill
+
+    engine_kw = {"km": km} if km is not None else {}
 
     papermill.execute_notebook(
         str(src),
@@ -311,10 +249,12 @@ def _run_notebook(src: Path, out: Path, parameters: dict, kernel_name: str, stdo
         # ipykernel 7 warns on every start that TCP is unencrypted (local kernels): noise.
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
         kernel_manager_class=_kernel_manager_class(),
+        **engine_kw,
     )
 
 
-def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str, extra: dict | None = None) -> None:
+def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str, extra: dict | None = None,
+             km: object = None) -> None:
     out_nb = folder / "notebooks" / f"{stage}.ipynb"
     out_nb.parent.mkdir(exist_ok=True)
     logs = folder / "logs"
@@ -324,7 +264,7 @@ def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str, 
         try:
             _run_notebook(notebooks_dir() / f"{stage}.ipynb", out_nb,
                           {"spec_path": str(folder / "run_spec.json"), "run_id": run_id, **(extra or {})}, kernel_name,
-                          stdout, stderr)
+                          stdout, stderr, km)
         finally:
             stdout.flush()
 
@@ -332,8 +272,9 @@ def _execute(stage: str, folder: Path, run_id: str, log: Log, kernel_name: str, 
 _WRITE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def _reason(exc: BaseException) -> tuple[str, str]:
-    """A one-line reason and the traceback text for a failed stage."""
+def _reason(exc: BaseException, km: object = None) -> tuple[str, str]:
+    """A one-line reason and the traceback text for a failed stage (``km``: its kernel manager, if the runner
+    started it)."""
     from papermill.exceptions import PapermillExecutionError
 
     import traceback
@@ -347,7 +288,7 @@ def _reason(exc: BaseException) -> tuple[str, str]:
         return reason, "\n".join(exc.traceback)
     tb = "".join(traceback.format_exception(exc))
     if type(exc).__name__ == "DeadKernelError" or (isinstance(exc, RuntimeError) and "Kernel died" in str(exc)):
-        return (f"the stage's kernel (the Python process running the notebook) {_kernel_end()} before the stage "
+        return (f"the stage's kernel (the Python process running the notebook) {_kernel_end(km)} before the stage "
                 "finished; continue with --resume"), tb
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {describe_os_error(exc)}", tb
@@ -355,6 +296,7 @@ def _reason(exc: BaseException) -> tuple[str, str]:
 
 
 def _render(folder: Path, stage: str) -> None:
+    skip_slow_schema_formats()
     import nbformat
 
     path = folder / "notebooks" / f"{stage}.ipynb"
@@ -671,8 +613,52 @@ def _prepare(folder: Path, run_id: str, spec: RunSpec, *, resume: bool, restart:
     return st
 
 
+class _Reports:
+    """Stage reports rendered in a worker thread while the next stage runs (HTML export is off the critical path).
+
+    :meth:`wait` returns when every report asked for is written, raising the first error (an ``OSError`` such as
+    a full disk becomes the run's :class:`RunError`, as when reports were rendered in line)."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mmm-reports")
+        self._pending: list = []
+
+    def render(self, folder: Path, stage: str) -> None:
+        self._pending.append(self._pool.submit(_render, folder, stage))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        errors = [f.exception() for f in pending]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    def wait_quietly(self, log: Log) -> None:
+        """As :meth:`wait`, for a run that is ending anyway: a report that cannot be written is only logged."""
+        try:
+            self.wait()
+        except Exception as e:  # noqa: BLE001 - never hide why the run ended
+            log(f"  (a report could not be written: {type(e).__name__}: {e})")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 def _run_stages(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Log, env: dict, track: bool,
                 kernel_name: str) -> RunResult:
+    kernels = StageKernels(kernel_name, notebooks_dir(), notebooks_dir())
+    reports = _Reports()
+    try:
+        return _run_stages_with(folder, run_id, spec, st, log, env, track, kernels, reports)
+    finally:
+        kernels.close()
+        reports.close()
+
+
+def _run_stages_with(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Log, env: dict, track: bool,
+                     kernels: StageKernels, reports: _Reports) -> RunResult:
     start_at = st.pop("_start_at")
     status_mod.write_status(folder, st)
     result = RunResult(run_id=run_id, run_dir=folder, status="running")
@@ -681,6 +667,15 @@ def _run_stages(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Log, en
     t_run = time.perf_counter()
     stages = [s for s in ALL_STAGES if s in st["stages"]]
     n = len(stages)
+
+    def finish(status: str) -> RunResult:
+        reports.wait_quietly(log)
+        _write_index_quietly(folder, log)
+        result.status = status
+        if track:
+            tracking.log_run(result, log)
+        return result
+
     for i, stage in enumerate(stages):
         if i < start_at:
             log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} already completed (resumed)")
@@ -690,39 +685,40 @@ def _run_stages(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Log, en
             if result.diagnostics.stops:
                 status_mod.mark_stopped(folder, st, DIAGNOSE_STAGE, by=GATE, reason=result.diagnostics.reason,
                                         skipped=stages[i:])
-                report.write_index(folder)
                 log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} not run: stopped by {GATE}: stop")
-                result.status = "stopped"
-                if track:
-                    tracking.log_run(result, log)
-                return result
+                return finish("stopped")
         log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} running …")
         status_mod.mark_stage(folder, st, stage, "running")
         t0 = time.perf_counter()
+        km = None
         try:
-            _execute(stage, folder, run_id, log, kernel_name)
+            km = kernels.take(stage)
+            if i + 1 < n:  # the next stage's kernel boots and imports while this one runs
+                kernels.start_ahead(stages[i + 1])
+            _execute(stage, folder, run_id, log, kernels.kernel_name, km=km)
             if stage == "01_validate":
                 _keep_dataset_input(folder, spec)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded, then reported in the result
             dt = time.perf_counter() - t0
-            reason, tb = _reason(exc)
+            reason, tb = _reason(exc, km)
             status_mod.mark_stage(folder, st, stage, "failed", duration_s=dt, error=reason, traceback=tb)
+            reports.wait_quietly(log)
             _render_quietly(folder, stage, log)
-            _write_index_quietly(folder, log)
             log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} FAILED after {dt:.1f} s")
-            result.status, result.failed_stage, result.error = "failed", stage, reason
+            result.failed_stage, result.error = stage, reason
             result.stage_times[stage] = dt
-            if track:
-                tracking.log_run(result, log)
-            return result
+            return finish("failed")
+        finally:
+            kernels.release(km)
         dt = time.perf_counter() - t0
         result.stage_times[stage] = dt
         status_mod.mark_stage(folder, st, stage, "completed", duration_s=dt, artifacts=_fingerprints(folder, stage))
-        _render(folder, stage)
+        reports.render(folder, stage)
         report.write_index(folder)
         log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} done in {dt:.1f} s")
     if result.diagnostics is None:  # every stage was already completed (resumed)
         result.diagnostics = read_verdict(folder)
+    reports.wait()
     status_mod.mark_run(folder, st, "completed")
     report.write_index(folder)
     result.status = "completed"

@@ -23,6 +23,7 @@ def configure_environment() -> dict[str, str]:
 
     Returns the variables it set, so a runner can pass the same to notebook kernels.
     """
+    skip_slow_schema_formats()
     flags = os.environ.get("PYTENSOR_FLAGS", "")
     extra = []
     if "base_compiledir" not in flags:
@@ -35,3 +36,18 @@ def configure_environment() -> dict[str, str]:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     return {k: os.environ[k] for k in ("PYTENSOR_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def skip_slow_schema_formats() -> None:
+    """Keep jsonschema from importing ``rfc3987_syntax`` in this process.
+
+    nbformat (read by papermill, nbconvert and the runner) imports jsonschema, which imports ``rfc3987_syntax`` when
+    it is installed (JupyterLab's dependencies bring it) to check the ``iri`` formats. That module builds a parser
+    at import: 2.5–7 s on the 2-core machine (``python -X importtime -c "import papermill"``), paid by every
+    ``mmm run`` before its first stage. Notebook schemas use no ``iri`` format, so marking the module absent
+    changes no check nbformat makes. Does nothing once jsonschema is imported.
+    """
+    import sys
+
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]

@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from mmm_lib import status as status_mod, storage
+from mmm_lib.kernels import is_stage_kernel
 
 REPO = Path(__file__).resolve().parent.parent
 MMM = [str(REPO / ".venv" / "bin" / "mmm")] if (REPO / ".venv" / "bin" / "mmm").exists() else [sys.executable, "-m",
@@ -62,17 +63,21 @@ def wait_for_stage(proc: subprocess.Popen, folder: Path, stage: str, timeout: fl
     pytest.fail(f"{stage} did not start within {timeout} s")
 
 
-def stage_kernel(proc: subprocess.Popen, started_after: float, timeout: float = 60) -> psutil.Process:
-    """The run's stage kernel (an ipykernel child of ``mmm run``) started after ``started_after``."""
+def stage_kernels(proc: subprocess.Popen, started_after: float, timeout: float = 60) -> list[psutil.Process]:
+    """The run's stage kernels (children of ``mmm run``: the running stage's, and the next one's, started ahead)
+    started after ``started_after``."""
     t_end = time.monotonic() + timeout
     parent = psutil.Process(proc.pid)
     while time.monotonic() < t_end:
+        found = []
         for child in parent.children(recursive=True):
             try:
-                if "ipykernel" in " ".join(child.cmdline()) and child.create_time() >= started_after - 0.5:
-                    return child
+                if is_stage_kernel(child.cmdline()) and child.create_time() >= started_after - 0.5:
+                    found.append(child)
             except psutil.Error:
                 pass
+        if found:
+            return found
         time.sleep(0.1)
     pytest.fail("no stage kernel found")
 
@@ -115,7 +120,7 @@ def test_a_signal_is_recorded_the_lock_released_and_the_kernel_stopped(outputs_r
     data_before = DATA.read_bytes()
     proc = start_run(SPEC, "sig")
     wait_for_stage(proc, folder, "02_canonicalize")
-    kernel = stage_kernel(proc, time.time() - 30)
+    kernels = stage_kernels(proc, time.time() - 30)
     kept = snapshot(folder, KEPT_AFTER_01)
     os.kill(proc.pid, sig)
     rc, out, err = finish(proc)
@@ -130,8 +135,8 @@ def test_a_signal_is_recorded_the_lock_released_and_the_kernel_stopped(outputs_r
     assert st["stages"]["01_validate"]["status"] == "completed"
     assert st["stages"]["02_canonicalize"]["status"] == "interrupted"
     assert_lock_released(folder)
-    kernel_gone = not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE
-    assert kernel_gone, "the stage kernel outlived the run"
+    alive = [k for k in kernels if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, "a stage kernel outlived the run"
     assert snapshot(folder, KEPT_AFTER_01) == kept  # no byte of an earlier artifact changed
     assert DATA.read_bytes() == data_before
     assert not list(folder.rglob(storage.TEMP_GLOB))
@@ -176,7 +181,8 @@ def test_a_killed_kernel_fails_the_stage_with_how_it_died(outputs_root):
     proc = start_run(SPEC, "deadkernel")
     t0 = time.time()
     wait_for_stage(proc, folder, "02_canonicalize")
-    kernel = stage_kernel(proc, t0 + 1)
+    # the running stage's kernel, not the next one's (started ahead): it was told to load the stage's module
+    kernel = next(k for k in stage_kernels(proc, t0 + 1) if "mmm_lib.canonicalize" in " ".join(k.cmdline()))
     kept = snapshot(folder, KEPT_AFTER_01)
     time.sleep(1.0)
     kernel.send_signal(signal.SIGKILL)

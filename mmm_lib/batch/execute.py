@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..kernels import is_stage_kernel
 from ..spec import DATA_PATHS_ENV
 from ..storage import lock_held, outputs_root, read_json, run_dir
 from .manifest import BatchPlan, PlannedRun, slug, spec_hash_of, write_split_files
@@ -137,7 +138,7 @@ def kill_kernels() -> list[int]:
     import psutil
 
     me = psutil.Process()
-    kids = [p for p in me.children(recursive=True) if "ipykernel" in " ".join(_cmdline(p))]
+    kids = [p for p in me.children(recursive=True) if is_stage_kernel(_cmdline(p))]
     for p in kids:
         with contextlib.suppress(psutil.Error):
             p.terminate()

@@ -1,0 +1,218 @@
+"""Stage kernels: one fresh IPython kernel per stage notebook, started while the stage before it runs.
+
+A kernel costs about a second to start and its notebook another one to three seconds to import pandas,
+matplotlib, ArviZ or PyMC. :class:`StageKernels` starts the next stage's kernel as soon as the current stage
+starts, through :mod:`mmm_lib.stage_kernel`, which imports the modules that notebook imports
+(:func:`preload_modules`) before the kernel answers its first request, so both costs overlap the stage that
+is running. Every stage still gets a kernel of its own that no other stage used: nothing a stage computes
+crosses to the next; the notebook's own import cell runs as before (its modules are already loaded).
+
+Every kernel this process started is listed in ``_KERNELS`` so a signal can stop them all
+(:func:`kill_kernels`) and a kernel that died can say how (:func:`kernel_end`).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import functools
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+# What a stage kernel's command line contains (ipykernel's own launcher, or ours): `mmm batch` finds them by it.
+KERNEL_MARKERS = ("ipykernel", "mmm_lib.stage_kernel")
+
+# nbclient starts its kernels with an in-memory IPython history (no sqlite file shared by parallel kernels).
+_KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"]
+
+
+def is_stage_kernel(cmdline: list[str]) -> bool:
+    text = " ".join(cmdline)
+    return any(m in text for m in KERNEL_MARKERS)
+
+
+def preload_modules(notebook: Path) -> list[str]:
+    """The modules to import in ``notebook``'s kernel before it runs: those its code cells import at the top level
+    (``pandas``, ``mmm_lib.features``), then the notebook's ``metadata.mmm.preload`` list.
+
+    The first part is read from the cells, so it cannot drift from what the stage uses. The list in the metadata
+    names what the library imports inside functions, only when called (ArviZ's LOO and plots, SciPy's stats,
+    PyMC in 07): measured per stage as the packages a stage's run adds to ``sys.modules`` after its import cell,
+    keeping those that take over ~0.2 s to import. Cells that do not parse (IPython magics) are skipped; relative
+    imports are not modules a kernel can load ahead.
+    """
+    from .runtime import skip_slow_schema_formats
+
+    skip_slow_schema_formats()
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    mods: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                mods += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                mods.append(node.module)
+    mods += [str(m) for m in nb.metadata.get("mmm", {}).get("preload", [])]
+    return list(dict.fromkeys(mods))
+
+
+@functools.cache
+def kernel_manager_class() -> type:
+    """jupyter_client's AsyncKernelManager, except that shutting a kernel down does not interrupt it first,
+    and that a python kernel can be told to import modules before it is ready (``preload``).
+
+    jupyter_client sends SIGINT before the shutdown request. papermill ends every notebook with a
+    ``kernel_info`` request and shuts the kernel down as soon as the reply arrives, when the kernel
+    may still be inside that request's handler (ipykernel lets SIGINT raise only while it handles a
+    request, and ignores it when idle): it then
+    logs ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` to the terminal of a run that
+    succeeded (seen in stage 02 of ``make run``). A finished notebook has nothing to interrupt, and a
+    kernel that ignores the shutdown request still gets SIGTERM, then SIGKILL (``finish_shutdown``).
+    """
+    from jupyter_client import AsyncKernelManager
+
+    class StageKernelManager(AsyncKernelManager):
+        preload: list[str] = []
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            cmd = super().format_kernel_cmd(extra_arguments)
+            # Only ipykernel's own launcher is replaced: another kernelspec runs as it is.
+            if self.preload and "-m" in cmd and cmd[cmd.index("-m") + 1:cmd.index("-m") + 2] == ["ipykernel_launcher"]:
+                i = cmd.index("-m")
+                cmd = [*cmd[:i], "-m", "mmm_lib.stage_kernel", "--preload", ",".join(self.preload), *cmd[i + 2:]]
+            return cmd
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            # Kept to stop it on a signal, and to say how it ended when it dies (DeadKernelError says only that).
+            proc = getattr(self.provisioner, "process", None)
+            if proc is not None:
+                _KERNELS.append(proc)
+
+    return StageKernelManager
+
+
+# The stage kernels this process started (subprocess.Popen).
+_KERNELS: list = []
+
+
+def kill_kernels() -> None:
+    """Stop every stage kernel still running (and what it started: it leads its own process group)."""
+    for proc in list(_KERNELS):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                try:
+                    proc.kill()
+                except OSError:
+                    pass
+        try:
+            proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort: never let cleanup hide why the run ended
+            pass
+    _KERNELS.clear()
+
+
+def kernel_end(km: Any = None) -> str:
+    """How a stage's kernel ended, for a DeadKernelError: 'was killed by SIGKILL', 'exited with status 1'.
+
+    ``km`` is the stage's kernel manager; without it, the last kernel started."""
+    from .runner import signal_name
+
+    proc = getattr(getattr(km, "provisioner", None), "process", None) if km is not None else None
+    if proc is None:
+        if not _KERNELS:
+            return "died"
+        proc = _KERNELS[-1]
+    try:
+        code = proc.wait(timeout=2)
+    except Exception:  # noqa: BLE001
+        return "died"
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        hint = " (the out-of-memory killer uses SIGKILL: check `dmesg`)" if -code == signal.SIGKILL else ""
+        return f"was killed by {signal_name(-code)}{hint}"
+    return f"exited with status {code}"
+
+
+class StageKernels:
+    """The run's stage kernels: :meth:`take` gives a stage its kernel (started ahead if :meth:`start_ahead` was
+    called for it), :meth:`release` shuts it down without waiting, :meth:`close` ends them all.
+
+    Kernels start on the event loop papermill's synchronous calls run on (jupyter_core's loop for this thread),
+    so a kernel started here is the same kind of object papermill would have started itself.
+    """
+
+    def __init__(self, kernel_name: str, cwd: Path, notebooks: Path):
+        from jupyter_core.utils import ensure_event_loop
+
+        self.kernel_name, self.cwd, self.notebooks = kernel_name, cwd, notebooks
+        self.loop = ensure_event_loop()
+        self._ready: dict[str, Any] = {}
+        self._stopping: list[asyncio.Task] = []
+
+    def _start(self, stage: str) -> Any:
+        km = kernel_manager_class()(kernel_name=self.kernel_name)
+        try:
+            km.preload = preload_modules(self.notebooks / f"{stage}.ipynb")
+        except Exception:  # noqa: BLE001 - an unreadable notebook fails in papermill with its own message
+            km.preload = []
+        self.loop.run_until_complete(km.start_kernel(extra_arguments=list(_KERNEL_ARGS), cwd=str(self.cwd)))
+        return km
+
+    def start_ahead(self, stage: str) -> None:
+        """Start ``stage``'s kernel now (it boots and imports while the current stage runs)."""
+        if stage not in self._ready:
+            self._ready[stage] = self._start(stage)
+
+    def take(self, stage: str) -> Any:
+        """``stage``'s kernel manager, started (ahead or now); the caller passes it to papermill as ``km``."""
+        km = self._ready.pop(stage, None)
+        return km if km is not None else self._start(stage)
+
+    def release(self, km: Any, *, now: bool = False) -> None:
+        """Shut ``km``'s kernel down in the background: a shutdown request, then SIGTERM/SIGKILL; ``now``: at once."""
+        if km is not None:
+            self._stopping.append(self.loop.create_task(self._shutdown(km, now)))
+
+    @staticmethod
+    async def _shutdown(km: Any, now: bool) -> None:
+        try:
+            if await km.is_alive():
+                await km.shutdown_kernel(now=now)
+            else:
+                await km.cleanup_resources()
+        except Exception:  # noqa: BLE001 - a kernel that is already gone needs nothing more
+            pass
+
+    def close(self) -> None:
+        """Stop kernels started ahead that no stage took, and wait for the shutdowns under way.
+
+        A kernel no stage took may still be starting (importing): it is killed, not asked, as it ran nothing and a
+        shutdown request reaching a kernel mid-start makes ipykernel print a traceback."""
+        for km in self._ready.values():
+            self.release(km, now=True)
+        self._ready.clear()
+        if self._stopping and not self.loop.is_running():
+            self.loop.run_until_complete(asyncio.gather(*self._stopping, return_exceptions=True))
+        self._stopping.clear()
+        done = [p for p in _KERNELS if p.poll() is not None]
+        for p in done:
+            _KERNELS.remove(p)
