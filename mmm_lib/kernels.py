@@ -154,7 +154,7 @@ def kernel_end(km: Any = None) -> str:
 
 class StageKernels:
     """The run's stage kernels: :meth:`take` gives a stage its kernel (started ahead if :meth:`start_ahead` was
-    called for it), :meth:`release` shuts it down without waiting, :meth:`close` ends them all.
+    called for it), :meth:`release` stops it without waiting, :meth:`close` ends them all.
 
     Kernels start on the event loop papermill's synchronous calls run on (jupyter_core's loop for this thread),
     so a kernel started here is the same kind of object papermill would have started itself.
@@ -187,8 +187,12 @@ class StageKernels:
         km = self._ready.pop(stage, None)
         return km if km is not None else self._start(stage)
 
-    def release(self, km: Any, *, now: bool = False) -> None:
-        """Shut ``km``'s kernel down in the background: a shutdown request, then SIGTERM/SIGKILL; ``now``: at once."""
+    def release(self, km: Any, *, now: bool = True) -> None:
+        """Stop ``km``'s kernel in the background; ``now`` (default): at once.
+
+        When papermill returns, the stage's cells have finished and their files are written (each cell's reply
+        comes after its code ran): there is nothing left for a kernel to do, and the polite way (a shutdown
+        request, waiting for the process to end) cost the run up to half a second at its end."""
         if km is not None:
             self._stopping.append(self.loop.create_task(self._shutdown(km, now)))
 
@@ -208,7 +212,7 @@ class StageKernels:
         A kernel no stage took may still be starting (importing): it is killed, not asked, as it ran nothing and a
         shutdown request reaching a kernel mid-start makes ipykernel print a traceback."""
         for km in self._ready.values():
-            self.release(km, now=True)
+            self.release(km)
         self._ready.clear()
         if self._stopping and not self.loop.is_running():
             self.loop.run_until_complete(asyncio.gather(*self._stopping, return_exceptions=True))

@@ -3,7 +3,10 @@ HTML reports and the index.
 
 ``run_pipeline`` is what ``mmm run`` calls. Each stage is a fresh kernel that reads the run spec
 (``run_spec.json`` in the run folder, with ``data_path`` resolved) and the upstream artifacts; no
-kernel state crosses stages. Before 06_contribute the diagnostics gate (:mod:`mmm_lib.gate`) reads
+kernel state crosses stages. The overhead around the stages' work is kept off the critical path: the next
+stage's kernel starts and imports its modules while the current stage runs (:mod:`mmm_lib.kernels`), a finished
+stage's HTML reports render in a worker thread while the next one runs, and the executed notebook is written
+every few seconds rather than around every cell (``SAVE_EVERY_S``). Before 06_contribute the diagnostics gate (:mod:`mmm_lib.gate`) reads
 05_diagnose's verdict: with ``diagnostics.gate: stop`` a failed convergence check ends the run there
 (status ``stopped``); with ``warn`` the run goes on and its numbers are marked provisional.
 
@@ -19,6 +22,7 @@ removes leftover temporaries. A run on a dataset keeps the dataset's file (``sou
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import re
@@ -224,6 +228,40 @@ def default_run_id(spec_path: str | Path) -> str:
     return f"{Path(spec_path).stem}_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+# papermill writes the whole executed notebook (figures included) before and after every cell: 240 writes, about
+# 1.5 s of the runner's time per run (cProfile of `mmm run params/baseline.yaml`), spent between cells. The stage
+# engine writes it at most every SAVE_EVERY_S during a stage; papermill still writes it at the end and on a cell
+# error, and a kernel killed mid-stage leaves the notebook as it was at most that long before.
+SAVE_EVERY_S = 5.0
+_ENGINE = "mmm_stage"
+
+
+@functools.cache
+def _stage_engine() -> str:
+    """Register (once) papermill's nbclient engine with throttled notebook saves; its name for ``engine_name``."""
+    from datetime import timedelta
+
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class StageEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):  # type: ignore[no-untyped-def]
+            save = nb_man.save
+
+            def throttled(**kw: object) -> None:
+                if nb_man.now() - nb_man.last_save_time >= timedelta(seconds=SAVE_EVERY_S):
+                    save(**kw)
+
+            nb_man.save = throttled
+            try:
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+            finally:
+                nb_man.save = save
+
+    papermill_engines.register(_ENGINE, StageEngine)
+    return _ENGINE
+
+
 def _run_notebook(src: Path, out: Path, parameters: dict, kernel_name: str, stdout: io.TextIOBase,
                   stderr: io.TextIOBase, km: object = None) -> None:
     """Execute one notebook in a fresh kernel (papermill); cell output goes to ``stdout``/``stderr``.
@@ -249,6 +287,7 @@ def _run_notebook(src: Path, out: Path, parameters: dict, kernel_name: str, stdo
         # ipykernel 7 warns on every start that TCP is unencrypted (local kernels): noise.
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
         kernel_manager_class=_kernel_manager_class(),
+        engine_name=_stage_engine(),
         **engine_kw,
     )
 

@@ -96,3 +96,26 @@ def test_a_kernel_started_ahead_is_stopped_when_no_stage_takes_it(tmp_path):
     assert _kernel_children()
     kernels.close()
     assert not _kernel_children()
+
+
+@pytest.mark.slow
+def test_the_executed_notebook_is_written_every_few_seconds_not_around_every_cell(tmp_path, monkeypatch):
+    """papermill writes the whole notebook before and after each cell; a stage writes it at most every
+    SAVE_EVERY_S, and once complete at the end (all outputs in it)."""
+    import papermill.engines
+    import papermill.iorw
+
+    writes = []
+    real = papermill.iorw.write_ipynb
+
+    def counting(nb, path):
+        writes.append(path)
+        return real(nb, path)
+
+    monkeypatch.setattr(papermill.engines, "write_ipynb", counting)  # the engine's per-cell saves
+    monkeypatch.setattr(runner, "SAVE_EVERY_S", 30.0)
+    _notebook(tmp_path / "many.ipynb", *[f"print({i})" for i in range(25)])
+    runner._run_notebook(tmp_path / "many.ipynb", tmp_path / "out.ipynb", {}, "python3", io.StringIO(), io.StringIO())
+    assert len(writes) <= 3, len(writes)  # papermill alone: 2 per cell + 2
+    done = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert [c.outputs[0]["text"].strip() for c in done.cells] == [str(i) for i in range(25)]
