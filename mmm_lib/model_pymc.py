@@ -137,11 +137,15 @@ class _ProgressPrinter:
             _say(self.line(done, divergences, now))
 
 
-def _compile_cache_state() -> str:
-    """``"warm"`` when the numba compile cache already holds compiled code, else ``"cold"``."""
+def _compile_cache_state(sampler: str = "pymc") -> str:
+    """``"warm"`` when the sampler's compile cache (JAX's for numpyro, else PyTensor's numba one) holds compiled
+    code, else ``"cold"``."""
     from pathlib import Path
 
     try:
+        if sampler == "numpyro":
+            folder = Path(os.environ.get("JAX_COMPILATION_CACHE_DIR", ""))
+            return "warm" if str(folder) not in ("", ".") and folder.is_dir() and any(folder.iterdir()) else "cold"
         import pytensor
 
         folder = Path(pytensor.config.base_compiledir) / "numba"
@@ -152,7 +156,7 @@ def _compile_cache_state() -> str:
 
 # Typical compile times (README "Performance", the 2-core development machine): a cold cache
 # compiles everything; a warm one reuses cached kernels (a new model structure still compiles parts).
-COMPILE_TYPICAL = {"nutpie": ("~60 s", "~10–15 s"), "pymc": ("~60 s", "~2–5 s")}
+COMPILE_TYPICAL = {"nutpie": ("~60 s", "~10–15 s"), "pymc": ("~60 s", "~2–5 s"), "numpyro": ("~5 s", "~1 s")}
 
 
 _ACTIVE_TICKERS: set[Any] = set()
@@ -180,7 +184,7 @@ class _CompileTicker:
     def __init__(self, what: str, sampler: str, enabled: bool, interval: float = 10.0,
                  clock: Any = time.perf_counter, cache_state: str | None = None):
         self.what, self.enabled, self.interval, self.clock = what, enabled, interval, clock
-        self.cache_state = cache_state if cache_state is not None else (_compile_cache_state() if enabled else "cold")
+        self.cache_state = cache_state if cache_state is not None else (_compile_cache_state(sampler) if enabled else "cold")
         self.typical = COMPILE_TYPICAL.get(sampler)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

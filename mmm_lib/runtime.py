@@ -1,9 +1,11 @@
-"""Process-level settings that must be in place before PyTensor is imported.
+"""Process-level settings that must be in place before PyTensor or JAX is imported.
 
-The PyTensor/numba compile cache is shared by every run and every notebook kernel: a cold compile
-costs minutes, a warm one seconds (README "Performance"). Fastmath is off so a cold and a warm
-cache give bit-identical draws for the same random_seed (measured: numba's fastmath changes a cold compile's
-results, not a warm one's). docs/STACK.md has the measurements and the reasons.
+The compile caches are shared by every run and every notebook kernel: PyTensor's numba code (a cold compile
+costs a minute, a warm one seconds) and JAX's compiled XLA programs (the baseline model's sampler, numpyro:
+about 5 s saved per fit). Both live under :func:`cache_dir` (README "Performance"). Fastmath is off so a cold and
+a warm cache give bit-identical draws for the same random_seed (measured: numba's fastmath changes a cold
+compile's results, not a warm one's; a cached XLA program is the program a cold compile makes). docs/STACK.md
+has the measurements and the reasons.
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ def configure_environment() -> dict[str, str]:
         extra.append("numba__fastmath=False")
     if extra:
         os.environ["PYTENSOR_FLAGS"] = ",".join([f for f in [flags, *extra] if f])
+    # JAX keeps compiled programs here (read when jax is first imported); every compile is kept, also short ones.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir() / "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     # Chains run one per core; BLAS threads on top of that only oversubscribe a small machine.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    return {k: os.environ[k] for k in ("PYTENSOR_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return {k: os.environ[k] for k in ("PYTENSOR_FLAGS", "JAX_COMPILATION_CACHE_DIR", "OMP_NUM_THREADS",
+                                       "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def skip_slow_schema_formats() -> None:

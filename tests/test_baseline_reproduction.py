@@ -27,8 +27,10 @@ def _dump(obj: object) -> str:
 
 @pytest.mark.slow
 def test_baseline_spec_reproduces_earlier_results_byte_for_byte():
-    spec = load_spec(repo_root() / "params" / "baseline.yaml")
-    assert spec.model.is_baseline
+    # The references were sampled with PyMC's NUTS; `auto` now picks numpyro for this model (README "Performance"),
+    # whose draws differ: the sampler is pinned so the test keeps asking whether the model and arithmetic changed.
+    spec = load_spec(repo_root() / "params" / "baseline.yaml", ["nuts_sampler=pymc"])
+    assert spec.model.is_baseline and spec.sampler == "pymc"
     res = run_in_process(load_raw(spec.data_path, spec), spec)
     got = {
         "posterior_summary": res.fit["summary"],

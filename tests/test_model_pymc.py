@@ -583,3 +583,40 @@ def test_compile_ticker_prints_elapsed_with_honest_hint(capsys):
     warm = mp._CompileTicker("compiling and sampling with numpyro", "numpyro", True, cache_state="warm")
     assert warm.hint() == ""  # no typical times known: elapsed only
     assert "the compile cache has entries" in mp._CompileTicker("x", "pymc", True, cache_state="warm").hint()
+
+
+# A new process that fits the same small model with numpyro and prints its draws.
+_NUMPYRO_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from test_model_pymc import CHANNELS, make_features
+from mmm_lib import model_pymc as mp
+from mmm_lib.spec import parse_spec
+model, _ = mp.build_model(*make_features(n_est=60))
+spec = parse_spec({"data_path": "x.csv", "drivers": CHANNELS, "draws": 100, "tune": 100, "chains": 2})
+idata = mp.fit(model, spec.model_copy(update={"nuts_sampler": "numpyro"}), progress=False)
+print(json.dumps(idata["posterior"]["beta"].values.ravel().tolist()))
+"""
+
+
+@pytest.mark.slow
+def test_numpyro_draws_are_the_same_with_an_empty_and_a_filled_jax_cache(tmp_path):
+    """The baseline model's sampler keeps JAX's compiled programs between processes (JAX_COMPILATION_CACHE_DIR,
+    set by runtime.configure_environment): a rerun loads them, and must draw exactly what the first run drew."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax"))
+    env.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)  # as configure_environment sets it
+
+    def draws() -> list[float]:
+        p = subprocess.run([sys.executable, "-c", _NUMPYRO_CHILD, str(Path(__file__).parent)], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    cold = draws()
+    assert any((tmp_path / "jax").iterdir()), "the first fit left nothing in the JAX cache"
+    assert draws() == cold

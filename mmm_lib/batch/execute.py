@@ -213,9 +213,11 @@ def _set_env(task: dict[str, Any], worker_name: str) -> None:
 
         base = os.environ.setdefault("MMM_BATCH_CACHE_BASE", str(cache_dir()))
         os.environ["MMM_CACHE"] = str(Path(base) / "workers" / slug(worker_name))
-        # configure_environment keeps a base_compiledir already in PYTENSOR_FLAGS: drop ours so it follows MMM_CACHE.
+        # configure_environment keeps a base_compiledir already in PYTENSOR_FLAGS (and a JAX cache folder already
+        # set): drop ours so both follow MMM_CACHE.
         flags = [f for f in os.environ.get("PYTENSOR_FLAGS", "").split(",") if f and not f.startswith("base_compiledir=")]
         os.environ["PYTENSOR_FLAGS"] = ",".join(flags)
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
