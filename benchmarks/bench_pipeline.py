@@ -7,6 +7,9 @@ Usage (from the repo root, after `make env`)::
 "Cold" uses a fresh, empty compile cache ($MMM_CACHE in a temp folder); "warm" reruns with the same
 cache. Peak RSS is GNU time's maximum resident set size of the largest process in the run (the runner
 or one of its notebook kernels). Timings on a shared machine are noisy: compare ratios.
+
+Then, per stage of the last warm run, the stage overhead: its critical-path wall (from the previous stage's
+end) minus the time inside its code cells (``stage_timeline.py``); target ≤ 0.5 s per stage.
 """
 
 from __future__ import annotations
@@ -15,32 +18,31 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from stage_timeline import stage_timeline, timed
+
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ["01_validate", "02_canonicalize", "03_features", "04_fit", "05_diagnose", "06_contribute"]
 
 
 def run_once(spec: str, run_id: str, env: dict[str, str]) -> dict:
     mmm = str(Path(sys.executable).parent / "mmm")
     cmd = ["/usr/bin/time", "-v", mmm, "run", spec, "--run-id", run_id]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-    wall = time.perf_counter() - t0
+    proc, when = timed(cmd, env, REPO)
     if proc.returncode != 0:
         sys.exit(f"run {run_id} failed:\n{proc.stderr[-3000:]}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     status = json.loads((Path(env["MMM_OUTPUTS"]) / "runs" / run_id / "status.json").read_text())
     meta = json.loads((Path(env["MMM_OUTPUTS"]) / "runs" / run_id / "model_metadata.json").read_text())
+    run = {"run_dir": str(Path(env["MMM_OUTPUTS"]) / "runs" / run_id), **when}
     return {
-        "wall_s": wall,
+        "wall_s": when["wall_s"],
         "peak_rss_mb": rss_kb / 1024,
-        "stages": {s: status["stages"][s]["duration_s"] for s in STAGES},
+        "stages": {s: v["duration_s"] for s, v in status["stages"].items()},
         "sampling_s": meta.get("sampling_time_s"),
+        "timeline": stage_timeline(run),  # read now: the temp folder goes at the end
     }
 
 
@@ -58,15 +60,20 @@ def main() -> None:
             results[f"warm{i + 1}"] = run_once(args.spec, f"bench_warm{i + 1}", env)
 
     names = list(results)
+    stages = list(results["cold"]["stages"])
     print(f"spec: {args.spec}   machine: {os.cpu_count()} CPUs   python {sys.version.split()[0]}")
     print(f"{'stage':<18}" + "".join(f"{n:>12}" for n in names))
-    for s in STAGES:
+    for s in stages:
         print(f"{s:<18}" + "".join(f"{results[n]['stages'][s]:>11.1f}s" for n in names))
     print(f"{'total (wall)':<18}" + "".join(f"{results[n]['wall_s']:>11.1f}s" for n in names))
     print(f"{'  of which NUTS':<18}" + "".join(f"{(results[n]['sampling_s'] or 0):>11.1f}s" for n in names))
     print(f"{'peak RSS':<18}" + "".join(f"{results[n]['peak_rss_mb']:>10.0f}MB" for n in names))
     cold, warm = results["cold"]["wall_s"], results[names[-1]]["wall_s"]
-    print(f"warm / cold total: {warm / cold:.2f}   targets: warm <= 45 s, cold <= 90 s")
+    print(f"warm / cold total: {warm / cold:.2f}")
+    print(f"\nstage overhead, {names[-1]} (wall from the previous stage's end, minus time in cells; target <= 0.5 s):")
+    print(f"{'stage':<20}{'wall':>9}{'in cells':>10}{'overhead':>10}")
+    for row in results[names[-1]]["timeline"]:
+        print(f"{row['stage']:<20}{row['wall_s']:>8.1f}s{row['cells_s']:>9.1f}s{row['overhead_s']:>9.1f}s")
 
 
 if __name__ == "__main__":
