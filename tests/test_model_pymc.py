@@ -584,7 +584,7 @@ def test_compile_ticker_prints_elapsed_with_honest_hint(capsys):
     assert "longer than the usual ~60 s cold" in ticker.line(ticker.t0 + 120)
     unknown = mp._CompileTicker("compiling and sampling with another sampler", "other", True, cache_state="warm")
     assert unknown.hint() == ""  # no typical times known: elapsed only
-    assert "~5 s cold" in mp._CompileTicker("x", "numpyro", True, cache_state="cold").hint()
+    assert "~10 s cold" in mp._CompileTicker("x", "numpyro", True, cache_state="cold").hint()
     assert "the compile cache has entries" in mp._CompileTicker("x", "pymc", True, cache_state="warm").hint()
 
 
