@@ -28,6 +28,12 @@ KERNEL_MARKERS = ("ipykernel", "mmm_lib.stage_kernel")
 _KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"]
 
 
+def signal_name(signum: int) -> str:
+    """``SIGTERM``, ``SIGINT (Ctrl-C)``, or ``signal 99`` for a number Python does not name."""
+    name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+    return f"{name} (Ctrl-C)" if signum == signal.SIGINT else name
+
+
 def is_stage_kernel(cmdline: list[str]) -> bool:
     text = " ".join(cmdline)
     return any(m in text for m in KERNEL_MARKERS)
@@ -133,8 +139,6 @@ def kernel_end(km: Any = None) -> str:
     """How a stage's kernel ended, for a DeadKernelError: 'was killed by SIGKILL', 'exited with status 1'.
 
     ``km`` is the stage's kernel manager; without it, the last kernel started."""
-    from .runner import signal_name
-
     proc = getattr(getattr(km, "provisioner", None), "process", None) if km is not None else None
     if proc is None:
         if not _KERNELS:

@@ -41,7 +41,7 @@ from filelock import FileLock, Timeout
 from . import report, status as status_mod, tracking
 from .gate import GateVerdict, read_verdict, report_top_banner
 from .kernels import StageKernels, kernel_end as _kernel_end, kernel_manager_class as _kernel_manager_class
-from .kernels import kill_kernels as _kill_kernels
+from .kernels import kill_kernels as _kill_kernels, signal_name
 from .runtime import configure_environment, skip_slow_schema_formats
 from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from .status import ALL_STAGES, STAGE_TITLES, STAGES
@@ -88,11 +88,6 @@ class RunInterrupted(KeyboardInterrupt):
 
     def __str__(self) -> str:
         return self.message
-
-
-def signal_name(signum: int) -> str:
-    name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
-    return f"{name} (Ctrl-C)" if signum == signal.SIGINT else name
 
 
 _STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
