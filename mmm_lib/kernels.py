@@ -182,9 +182,13 @@ class StageKernels:
         return km
 
     def start_ahead(self, stage: str) -> None:
-        """Start ``stage``'s kernel now (it boots and imports while the current stage runs)."""
+        """Start ``stage``'s kernel now (it boots and imports while the current stage runs). A kernel that cannot
+        start is not this stage's failure: :meth:`take` tries again for ``stage`` and reports it there."""
         if stage not in self._ready:
-            self._ready[stage] = self._start(stage)
+            try:
+                self._ready[stage] = self._start(stage)
+            except Exception:  # noqa: BLE001 - see above
+                pass
 
     def take(self, stage: str) -> Any:
         """``stage``'s kernel manager, started (ahead or now); the caller passes it to papermill as ``km``."""
