@@ -24,8 +24,11 @@ from typing import Any
 # What a stage kernel's command line contains (ipykernel's own launcher, or ours): `mmm batch` finds them by it.
 KERNEL_MARKERS = ("ipykernel", "mmm_lib.stage_kernel")
 
-# nbclient starts its kernels with an in-memory IPython history (no sqlite file shared by parallel kernels).
-_KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:"]
+# ipykernel 7 warns on every start that TCP is unencrypted (local kernels): noise.
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+# nbclient starts the kernels it launches with an in-memory IPython history (no sqlite file shared by parallel
+# kernels): kernels started here get the same.
+_AHEAD_ARGS = [*KERNEL_ARGS, "--HistoryManager.hist_file=:memory:"]
 
 
 def signal_name(signum: int) -> str:
@@ -49,9 +52,6 @@ def preload_modules(notebook: Path) -> list[str]:
     keeping those that take over ~0.2 s to import. Cells that do not parse (IPython magics) are skipped; relative
     imports are not modules a kernel can load ahead.
     """
-    from .runtime import skip_slow_schema_formats
-
-    skip_slow_schema_formats()
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
@@ -164,10 +164,12 @@ class StageKernels:
     so a kernel started here is the same kind of object papermill would have started itself.
     """
 
-    def __init__(self, kernel_name: str, cwd: Path, notebooks: Path):
+    def __init__(self, kernel_name: str, notebooks: Path):
+        """Kernels of ``kernel_name`` for the notebooks in ``notebooks``, each running in that folder (as papermill
+        runs them)."""
         from jupyter_core.utils import ensure_event_loop
 
-        self.kernel_name, self.cwd, self.notebooks = kernel_name, cwd, notebooks
+        self.kernel_name, self.notebooks = kernel_name, notebooks
         self.loop = ensure_event_loop()
         self._ready: dict[str, Any] = {}
         self._stopping: list[asyncio.Task] = []
@@ -178,7 +180,7 @@ class StageKernels:
             km.preload = preload_modules(self.notebooks / f"{stage}.ipynb")
         except Exception:  # noqa: BLE001 - an unreadable notebook fails in papermill with its own message
             km.preload = []
-        self.loop.run_until_complete(km.start_kernel(extra_arguments=list(_KERNEL_ARGS), cwd=str(self.cwd)))
+        self.loop.run_until_complete(km.start_kernel(extra_arguments=list(_AHEAD_ARGS), cwd=str(self.notebooks)))
         return km
 
     def start_ahead(self, stage: str) -> None:

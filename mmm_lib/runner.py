@@ -40,9 +40,9 @@ from filelock import FileLock, Timeout
 
 from . import report, status as status_mod, tracking
 from .gate import GateVerdict, read_verdict, report_top_banner
-from .kernels import StageKernels, kernel_end as _kernel_end, kernel_manager_class as _kernel_manager_class
+from .kernels import KERNEL_ARGS, StageKernels, kernel_end as _kernel_end, kernel_manager_class as _kernel_manager_class
 from .kernels import kill_kernels as _kill_kernels, signal_name
-from .runtime import configure_environment, skip_slow_schema_formats
+from .runtime import configure_environment
 from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from .status import ALL_STAGES, STAGE_TITLES, STAGES
 from .storage import (
@@ -263,7 +263,6 @@ def _run_notebook(src: Path, out: Path, parameters: dict, kernel_name: str, stdo
 
     ``km``: a kernel manager whose kernel was started for this notebook (:class:`~mmm_lib.kernels.StageKernels`);
     papermill then uses it and leaves shutting it down to the caller. Without it papermill starts one."""
-    skip_slow_schema_formats()
     import papermill
 
     engine_kw = {"km": km} if km is not None else {}
@@ -279,8 +278,7 @@ def _run_notebook(src: Path, out: Path, parameters: dict, kernel_name: str, stdo
         stdout_file=stdout,
         stderr_file=stderr,
         start_timeout=180,
-        # ipykernel 7 warns on every start that TCP is unencrypted (local kernels): noise.
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        extra_arguments=list(KERNEL_ARGS),
         kernel_manager_class=_kernel_manager_class(),
         engine_name=_stage_engine(),
         **engine_kw,
@@ -330,7 +328,6 @@ def _reason(exc: BaseException, km: object = None) -> tuple[str, str]:
 
 
 def _render(folder: Path, stage: str) -> None:
-    skip_slow_schema_formats()
     import nbformat
 
     path = folder / "notebooks" / f"{stage}.ipynb"
@@ -682,7 +679,7 @@ class _Reports:
 
 def _run_stages(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Log, env: dict, track: bool,
                 kernel_name: str) -> RunResult:
-    kernels = StageKernels(kernel_name, notebooks_dir(), notebooks_dir())
+    kernels = StageKernels(kernel_name, notebooks_dir())
     reports = _Reports()
     try:
         return _run_stages_with(folder, run_id, spec, st, log, env, track, kernels, reports)

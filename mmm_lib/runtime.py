@@ -51,7 +51,9 @@ def skip_slow_schema_formats() -> None:
     it is installed (JupyterLab's dependencies bring it) to check the ``iri`` formats. That module builds a parser
     at import: 2.5–7 s on the 2-core machine (``python -X importtime -c "import papermill"``), paid by every
     ``mmm run`` before its first stage. Notebook schemas use no ``iri`` format, so marking the module absent
-    changes no check nbformat makes. Does nothing once jsonschema is imported.
+    changes no check nbformat makes. Does nothing once jsonschema is imported. Called by
+    :func:`configure_environment` (before a run imports papermill) and by :func:`mmm_lib.report.export_html`
+    (reports rendered outside a run).
     """
     import sys
 

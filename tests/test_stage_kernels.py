@@ -65,7 +65,7 @@ def test_kernel_started_ahead_has_the_modules_loaded_and_figures_inline(tmp_path
         "from mmm_lib.plots import note_figure\nimport mmm_lib.tables\nnote_figure('x')",
         "import os\nprint('pid', os.getpid())",
     )
-    kernels = StageKernels("python3", tmp_path, tmp_path)
+    kernels = StageKernels("python3", tmp_path)
     out = {}
     pids = []
     try:
@@ -91,7 +91,7 @@ def test_kernel_started_ahead_has_the_modules_loaded_and_figures_inline(tmp_path
 @pytest.mark.slow
 def test_a_kernel_started_ahead_is_stopped_when_no_stage_takes_it(tmp_path):
     _notebook(tmp_path / "c.ipynb", "print(1)")
-    kernels = StageKernels("python3", tmp_path, tmp_path)
+    kernels = StageKernels("python3", tmp_path)
     kernels.start_ahead("c")
     assert _kernel_children()
     kernels.close()
