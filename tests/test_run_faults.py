@@ -181,8 +181,16 @@ def test_a_killed_kernel_fails_the_stage_with_how_it_died(outputs_root):
     proc = start_run(SPEC, "deadkernel")
     t0 = time.time()
     wait_for_stage(proc, folder, "02_canonicalize")
-    # the running stage's kernel, not the next one's (started ahead): it was told to load the stage's module
-    kernel = next(k for k in stage_kernels(proc, t0 + 1) if "mmm_lib.canonicalize" in " ".join(k.cmdline()))
+    # the running stage's kernel, not the next one's (started ahead): it was told to load the stage's module. It
+    # was started ahead during 01, possibly within a second of the run's start: children of this run only count.
+    deadline = time.monotonic() + 60
+    while True:
+        mine = [k for k in stage_kernels(proc, t0 - 30) if "mmm_lib.canonicalize" in " ".join(k.cmdline())]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert mine, "02_canonicalize's kernel not found"
+    kernel = mine[0]
     kept = snapshot(folder, KEPT_AFTER_01)
     time.sleep(1.0)
     kernel.send_signal(signal.SIGKILL)
