@@ -38,6 +38,16 @@ def _format_arg(value: str) -> str:
     return value
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1, e.g. 4")
+    return n
+
+
 def _frame(obj: Any) -> Any:
     """The table of a JSON-able result: records as rows; for an object, its first list of records
     (ROI channels, posterior parameters, fitted rows); else one ``field``/``value`` row per leaf."""
@@ -342,7 +352,8 @@ def _cmd_batch(a: argparse.Namespace) -> int:
         _emit({"name": plan.name, "base_spec": str(plan.base_spec), "runs": [r.to_dict() for r in plan.runs]}, a.format)
         return 0
     try:
-        rec = execute_batch(plan, scheduler=a.scheduler, workers=a.workers, resume=a.resume, cache=a.cache, log=_err)
+        rec = execute_batch(plan, scheduler=a.scheduler, workers=a.workers, resume=a.resume, cache=a.cache, log=_err,
+                            cores=a.cores)
     except BatchError as e:
         _err(f"error: {e}")
         return 1
@@ -519,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                    "(default: an embedded LocalCluster on this machine)")
     b.add_argument("--workers", type=int, metavar="N", help="embedded cluster: worker processes (default cores // chains)")
+    b.add_argument("--cores", type=_positive_int, metavar="N",
+                   help="embedded cluster: the cores it may use (default: all this process may run on)")
     b.add_argument("--resume", action="store_true", help="skip runs that completed with the same spec; rerun the others")
     b.add_argument("--dry-run", action="store_true", help="validate every derived spec and list the run ids; run nothing")
     b.add_argument("--cache", choices=["shared", "per-worker"], default="shared",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import functools
 import os
 import signal
@@ -164,12 +165,17 @@ class StageKernels:
     so a kernel started here is the same kind of object papermill would have started itself.
     """
 
-    def __init__(self, kernel_name: str, notebooks: Path):
+    def __init__(self, kernel_name: str, notebooks: Path, env: dict[str, str] | None = None,
+                 log_file: Path | None = None):
         """Kernels of ``kernel_name`` for the notebooks in ``notebooks``, each running in that folder (as papermill
-        runs them)."""
+        runs them), with this process's environment plus ``env`` (the run's outputs root, compile cache, cores).
+
+        ``log_file``: the kernel processes' own output (ipykernel's and ZeroMQ's log lines, C-level messages) is
+        appended there instead of reaching this process's terminal; what a notebook prints still reaches the
+        run's log through papermill."""
         from jupyter_core.utils import ensure_event_loop
 
-        self.kernel_name, self.notebooks = kernel_name, notebooks
+        self.kernel_name, self.notebooks, self.env, self.log_file = kernel_name, notebooks, dict(env or {}), log_file
         self.loop = ensure_event_loop()
         self._ready: dict[str, Any] = {}
         self._stopping: list[asyncio.Task] = []
@@ -180,7 +186,14 @@ class StageKernels:
             km.preload = preload_modules(self.notebooks / f"{stage}.ipynb")
         except Exception:  # noqa: BLE001 - an unreadable notebook fails in papermill with its own message
             km.preload = []
-        self.loop.run_until_complete(km.start_kernel(extra_arguments=list(_AHEAD_ARGS), cwd=str(self.notebooks)))
+        with contextlib.ExitStack() as stack:
+            out: dict[str, Any] = {}
+            if self.log_file is not None:
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                fh = stack.enter_context(open(self.log_file, "ab"))  # the kernel keeps its own copy of the handle
+                out = {"stdout": fh, "stderr": fh}
+            self.loop.run_until_complete(km.start_kernel(extra_arguments=list(_AHEAD_ARGS), cwd=str(self.notebooks),
+                                                         env={**os.environ, **self.env}, **out))
         return km
 
     def start_ahead(self, stage: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .runtime import configure_environment
+from .runtime import configure_environment, usable_cores
 
 configure_environment()  # before pytensor is imported anywhere in this process
 
@@ -55,13 +55,6 @@ def _say(msg: str) -> None:
     # Plain lines on stdout: readable in a terminal following a papermill run (log_output) and
     # stored as a few lines of text in the notebook, never as an HTML widget.
     print(msg, flush=True)
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # respects CPU pinning / cgroup cpusets
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _fmt_s(seconds: float) -> str:
@@ -376,7 +369,7 @@ def fit(model: Any, spec: Any, progress: bool = True) -> Any:
                 "or set nuts_sampler: nutpie (or pymc) in the run spec"
             )
     # PyMC would default to cpu_count()//2 cores, i.e. sequential chains on a 2-core box.
-    cores = max(1, min(spec.chains, _usable_cores()))
+    cores = max(1, min(spec.chains, usable_cores()))
     t0 = time.perf_counter()
     if sampler == "nutpie":
         idata, compile_s, sample_s = _nutpie_sample(model, spec, cores, progress)

@@ -11,6 +11,7 @@ limit of :mod:`mmm_lib.input_file`) raises :class:`DataFormatError` naming the f
 ``source`` is a path or an :class:`~mmm_lib.input_file.InputFile` (a file opened once and read, as
 ``Run.data_source()`` returns it); ``keep_source(run, source)`` copies those same bytes into the run
 folder with their SHA-256; ``parquet_safe(df)`` makes the table as read writable as ``raw_data.parquet``.
+``select_rows(df, spec)`` keeps the rows the spec's ``data_filter`` names (one brand or market of a file).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .input_file import (
 )
 from .spec import RunSpec
 
-__all__ = ["DataFormatError", "InputFile", "keep_source", "load_raw", "parquet_safe", "read_input"]
+__all__ = ["DataFormatError", "InputFile", "keep_source", "load_raw", "parquet_safe", "read_input", "select_rows"]
 
 _DELIMITERS = [",", ";", "\t", "|"]
 
@@ -310,6 +311,56 @@ def load_raw(source: str | Path | InputFile, spec: RunSpec | None = None) -> pd.
     if df.shape[1] == 0 or len(df) == 0:
         raise DataFormatError(f"data file {path} has no data rows (only a header?); export the data again with its rows")
     return df
+
+
+def filter_text(col: pd.Series) -> pd.Series:
+    """A column's values as the filter compares them: text stripped, whole numbers without ``.0``."""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        num = col.astype("float64")
+        whole = num.notna() & np.isfinite(num) & (num == np.round(num))
+        text = col.astype(str)
+        text[whole] = num[whole].map(lambda x: str(int(x)))
+        return text.where(col.notna(), None)
+    return col.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+
+
+def select_rows(df: pd.DataFrame, spec: RunSpec | None) -> pd.DataFrame:
+    """Keep the rows the spec's ``data_filter`` names: for every column listed, rows holding one of its values.
+
+    Values are compared as text (``2024`` matches a year read as a number). What was kept is recorded in
+    ``attrs["data_filter"]`` (``filter``, ``rows_read``, ``rows_kept``) for the validation report; the table
+    without a filter is returned as it is.
+
+    Raises
+    ------
+    DataFormatError
+        A filter column that is not in the file (the file's columns are listed), or a filter that keeps no row
+        (the values found in that column are listed).
+    """
+    flt = dict(spec.data_filter) if spec is not None else {}
+    if not flt:
+        return df
+    keep = pd.Series(True, index=df.index)
+    for col, values in flt.items():
+        if col not in df.columns:
+            close = [c for c in map(str, df.columns) if c.lower() == col.lower()]
+            hint = f"; did you mean {close[0]!r}?" if close else f"; the file's columns: {[str(c) for c in df.columns][:30]}"
+            raise DataFormatError(f"data_filter column {col!r} is not a column of the file{hint}. "
+                                  "Fix data_filter in the spec")
+        text = filter_text(df[col])
+        hit = text.isin(values)
+        if not hit.any():
+            found = sorted({v for v in text.dropna().unique()})
+            shown = ", ".join(repr(v) for v in found[:12]) + (" …" if len(found) > 12 else "")
+            raise DataFormatError(f"data_filter {col}: {values} matches no row of the file; {col} holds {shown}. "
+                                  "Fix data_filter in the spec")
+        keep &= hit
+    out = df[keep].reset_index(drop=True)
+    if out.empty:
+        raise DataFormatError(f"data_filter {flt} keeps no row of the file (each column matches, but never in the "
+                              "same row); fix data_filter in the spec")
+    out.attrs = {**df.attrs, "data_filter": {"filter": flt, "rows_read": int(len(df)), "rows_kept": int(len(out))}}
+    return out
 
 
 def keep_source(run: Any, source: InputFile | None = None) -> dict[str, Any]:

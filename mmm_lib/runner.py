@@ -42,7 +42,7 @@ from . import report, status as status_mod, tracking
 from .gate import GateVerdict, read_verdict, report_top_banner
 from .kernels import KERNEL_ARGS, StageKernels, kernel_end as _kernel_end, kernel_manager_class as _kernel_manager_class
 from .kernels import kill_kernels as _kill_kernels, signal_name
-from .runtime import configure_environment
+from .runtime import CORES_ENV, compile_settings, skip_slow_schema_formats
 from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from .status import ALL_STAGES, STAGE_TITLES, STAGES
 from .storage import (
@@ -55,6 +55,7 @@ from .storage import (
     repo_root,
     run_dir as run_path,
     sha256_file,
+    using_outputs,
     validate_id,
     write_json,
 )
@@ -321,7 +322,7 @@ def _reason(exc: BaseException, km: object = None) -> tuple[str, str]:
     tb = "".join(traceback.format_exception(exc))
     if type(exc).__name__ == "DeadKernelError" or (isinstance(exc, RuntimeError) and "Kernel died" in str(exc)):
         return (f"the stage's kernel (the Python process running the notebook) {_kernel_end(km)} before the stage "
-                "finished; continue with --resume"), tb
+                f"finished (its own output is in logs/{KERNEL_LOG}); continue with --resume"), tb
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {describe_os_error(exc)}", tb
     return f"{type(exc).__name__}: {exc}", tb
@@ -503,6 +504,9 @@ def run_pipeline(
     log: Log = print,
     kernel_name: str = "python3",
     mlflow: bool | None = None,
+    outputs: str | Path | None = None,
+    cache: str | Path | None = None,
+    cores: int | None = None,
 ) -> RunResult:
     """Validate the spec, then run the six stages in order; stop at the first failure.
 
@@ -524,6 +528,15 @@ def run_pipeline(
     mlflow
         Log the finished run to MLflow (:mod:`mmm_lib.tracking`); ``None`` (default): when
         ``MLFLOW_TRACKING_URI`` is set. Needs the ``mlflow`` extra.
+    outputs
+        The outputs root the run is written under (``<outputs>/runs/<run_id>``); default
+        :func:`~mmm_lib.storage.outputs_root`. Set for this call only (and passed to its kernels), never in the
+        process environment: a batch worker runs several runs, each with the root it was given.
+    cache
+        The compile cache folder for this run's kernels (:func:`mmm_lib.runtime.compile_settings`); default
+        ``$MMM_CACHE`` or ``~/.cache/mmm_lib``.
+    cores
+        At most this many chains sample at once (default: the cores this process may use).
 
     Returns
     -------
@@ -539,11 +552,27 @@ def run_pipeline(
     RunInterrupted
         SIGINT, SIGTERM or SIGHUP ended the run; ``status.json`` says ``interrupted`` and where.
     """
+    with using_outputs(outputs) as root:
+        return _run_pipeline(spec_path, run_id, overrides, resume=resume, restart=restart, log=log,
+                             kernel_name=kernel_name, mlflow=mlflow, env=stage_env(root, cache, cores))
+
+
+def stage_env(outputs: Path, cache: str | Path | None = None, cores: int | None = None) -> dict[str, str]:
+    """What a run's stage kernels get on top of this process's environment: the outputs root, the compile cache
+    and thread settings (:func:`mmm_lib.runtime.compile_settings`), the cores the sampler may use."""
+    skip_slow_schema_formats()  # this process reads notebooks next (papermill, nbformat)
+    env = {**compile_settings(cache), "MMM_OUTPUTS": str(outputs)}
+    if cores is not None:
+        env[CORES_ENV] = str(max(1, int(cores)))
+    return env
+
+
+def _run_pipeline(spec_path: str | Path, run_id: str | None, overrides: list[str] | None, *, resume: bool,
+                  restart: bool, log: Log, kernel_name: str, mlflow: bool | None, env: dict[str, str]) -> RunResult:
     spec = load_spec(spec_path, overrides)  # SpecError here, before anything is created
     track = tracking.wanted(mlflow, log)  # a missing MLflow is reported now, not after the fit
     run_id = validate_id(run_id or default_run_id(spec_path), "run_id")
     folder = run_path(run_id)
-    env = configure_environment()  # kernels inherit the compile cache and thread settings
     st: dict | None = None
     with _stop_on_signals(), _Lock(folder):
         try:
@@ -679,7 +708,7 @@ class _Reports:
 
 def _run_stages(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Log, env: dict, track: bool,
                 kernel_name: str) -> RunResult:
-    kernels = StageKernels(kernel_name, notebooks_dir())
+    kernels = StageKernels(kernel_name, notebooks_dir(), env, folder / "logs" / KERNEL_LOG)
     reports = _Reports()
     try:
         return _run_stages_with(folder, run_id, spec, st, log, env, track, kernels, reports)
@@ -761,16 +790,23 @@ def _run_stages_with(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Lo
 
 
 OPTIMIZE_STAGE = "07_optimize"
+KERNEL_LOG = "kernels.log"  # in the run's logs/: the stage kernel processes' own output (ipykernel, ZeroMQ)
 
 
-def optimize_run(run_id: str, overrides: dict | None = None, *, log: Log = print, kernel_name: str = "python3") -> RunResult:
+def optimize_run(run_id: str, overrides: dict | None = None, *, log: Log = print, kernel_name: str = "python3",
+                 outputs: str | Path | None = None, cache: str | Path | None = None) -> RunResult:
     """Run (or rerun) 07_optimize on a fitted run, without refitting: ``mmm optimize``.
 
     ``overrides`` are ``optimize`` settings (``budget``, ``bounds``, ``scenario_path`` …) on top of the run
     spec's section; they are validated before any kernel starts (:class:`~mmm_lib.spec.SpecError`), passed
     to the notebook and recorded in ``optimization.json``. The stage is added to ``status.json``, its report
-    rendered and the index updated, as in ``mmm run``.
+    rendered and the index updated, as in ``mmm run``. ``outputs`` and ``cache`` as for :func:`run_pipeline`.
     """
+    with using_outputs(outputs) as root:
+        return _optimize_run(run_id, overrides, log, kernel_name, stage_env(root, cache))
+
+
+def _optimize_run(run_id: str, overrides: dict | None, log: Log, kernel_name: str, env: dict[str, str]) -> RunResult:
     from .optimize.stage import settings_for
 
     folder = run_path(validate_id(run_id, "run_id"))
@@ -778,12 +814,15 @@ def optimize_run(run_id: str, overrides: dict | None = None, *, log: Log = print
         raise RunError(f"run {run_id!r} does not exist or was not made by `mmm run` ({folder}); see `mmm runs list`")
     spec = load_spec(folder / "run_spec.json")
     settings_for(spec.optimize, overrides)  # SpecError here, before a kernel starts
-    configure_environment()
     st: dict | None = None
     with _stop_on_signals(), _Lock(folder):
         try:
             st = status_mod.claim(read_json(folder / "status.json"))
-            return _optimize_locked(folder, run_id, st, overrides, log, kernel_name)
+            kernels = StageKernels(kernel_name, notebooks_dir(), env, folder / "logs" / KERNEL_LOG)
+            try:
+                return _optimize_locked(folder, run_id, st, overrides, log, kernels)
+            finally:
+                kernels.close()
         except RunInterrupted as e:
             msg = _end_interrupted(folder, run_id, "SPEC", st, e.signum, log)
             msg = msg.split("; completed stages")[0] + f"; the fit is kept: run `mmm optimize {run_id}` again"
@@ -793,7 +832,7 @@ def optimize_run(run_id: str, overrides: dict | None = None, *, log: Log = print
 
 
 def _optimize_locked(folder: Path, run_id: str, st: dict, overrides: dict | None, log: Log,
-                     kernel_name: str) -> RunResult:
+                     kernels: StageKernels) -> RunResult:
     remove_temporaries(folder)
     if st.get("status") == "stopped":
         raise RunError(f"run {run_id!r} was stopped by {st.get('stopped_by') or GATE} ({st.get('reason')}): its fit "
@@ -811,17 +850,21 @@ def _optimize_locked(folder: Path, run_id: str, st: dict, overrides: dict | None
     log(f"run {run_id}: {STAGE_TITLES[OPTIMIZE_STAGE]} running …")
     status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "running")
     t0 = time.perf_counter()
+    km = None
     try:
-        _execute(OPTIMIZE_STAGE, folder, run_id, log, kernel_name, {"optimize": dict(overrides or {})})
+        km = kernels.take(OPTIMIZE_STAGE)
+        _execute(OPTIMIZE_STAGE, folder, run_id, log, kernels.kernel_name, {"optimize": dict(overrides or {})}, km)
     except Exception as exc:  # noqa: BLE001 - recorded, then reported
         dt = time.perf_counter() - t0
-        reason, tb = _reason(exc)
+        reason, tb = _reason(exc, km)
+        kernels.release(km)
         status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "failed", duration_s=dt, error=reason, traceback=tb)
         _render_quietly(folder, OPTIMIZE_STAGE, log)
         _write_index_quietly(folder, log)
         result.status, result.failed_stage, result.error = "failed", OPTIMIZE_STAGE, reason
         result.stage_times[OPTIMIZE_STAGE] = dt
         return result
+    kernels.release(km)
     dt = time.perf_counter() - t0
     result.stage_times[OPTIMIZE_STAGE] = dt
     status_mod.mark_stage(folder, st, OPTIMIZE_STAGE, "completed", duration_s=dt,

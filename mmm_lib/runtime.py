@@ -11,6 +11,7 @@ has the measurements and the reasons.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -20,28 +21,76 @@ def cache_dir() -> Path:
     return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "mmm_lib"
 
 
-def configure_environment() -> dict[str, str]:
-    """Set PYTENSOR_FLAGS (compile dir, no fastmath) and BLAS threads unless the user set them.
+CORES_ENV = "MMM_CORES"  # set by a run for its kernels: at most this many chains sample at once
 
-    Returns the variables it set, so a runner can pass the same to notebook kernels.
+
+def machine_cores() -> int:
+    """The cores this process may run on (CPU pinning and cgroup cpusets respected)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def usable_cores() -> int:
+    """:func:`machine_cores`, or fewer when the run that started this kernel was given a core count."""
+    cores = machine_cores()
+    given = os.environ.get(CORES_ENV, "").strip()
+    return max(1, min(cores, int(given))) if given.isdigit() else cores
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def compile_settings(cache: str | Path | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables a process that compiles and samples needs, computed without changing any environment.
+
+    Parameters
+    ----------
+    cache
+        The compile cache folder (PyTensor's ``base_compiledir`` and JAX's cache under it). Given, it replaces the
+        cache named in ``environ``; ``None``: the cache ``environ`` names, else :func:`cache_dir`.
+    environ
+        The variables the process starts with (default ``os.environ``): what the user set there is kept
+        (a ``base_compiledir`` or ``fastmath`` in ``PYTENSOR_FLAGS``, BLAS thread counts).
+
+    Returns
+    -------
+    dict
+        ``MMM_CACHE``, ``PYTENSOR_FLAGS`` (the cache, fastmath off), ``JAX_COMPILATION_CACHE_DIR``,
+        ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` and the BLAS thread counts (1 unless set: chains run one
+        per core, and BLAS threads on top of that only oversubscribe a small machine).
+    """
+    environ = os.environ if environ is None else environ
+    flags = [f for f in environ.get("PYTENSOR_FLAGS", "").split(",") if f]
+    if cache is not None:
+        root = Path(cache).expanduser().resolve()
+        flags = [f for f in flags if not f.strip().startswith("base_compiledir")]
+        jax = str(root / "jax")
+    else:
+        root = Path(environ["MMM_CACHE"]).expanduser().resolve() if environ.get("MMM_CACHE") else cache_dir()
+        jax = environ.get("JAX_COMPILATION_CACHE_DIR") or str(root / "jax")
+    if not any("base_compiledir" in f for f in flags):
+        flags.append(f"base_compiledir={root / 'pytensor'}")
+    if not any("fastmath" in f for f in flags):
+        flags.append("numba__fastmath=False")
+    out = {"MMM_CACHE": str(root), "PYTENSOR_FLAGS": ",".join(flags), "JAX_COMPILATION_CACHE_DIR": jax,
+           # every compile is kept, also short ones
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")}
+    out.update({var: environ.get(var, "1") for var in THREAD_VARS})
+    return out
+
+
+def configure_environment(cache: str | Path | None = None) -> dict[str, str]:
+    """Put :func:`compile_settings` into this process's environment (before PyTensor or JAX is imported).
+
+    For a process that compiles in itself (a notebook kernel, a script); a run passes the same settings to its
+    kernels without changing its own environment. Returns the variables set.
     """
     skip_slow_schema_formats()
-    flags = os.environ.get("PYTENSOR_FLAGS", "")
-    extra = []
-    if "base_compiledir" not in flags:
-        extra.append(f"base_compiledir={cache_dir() / 'pytensor'}")
-    if "fastmath" not in flags:
-        extra.append("numba__fastmath=False")
-    if extra:
-        os.environ["PYTENSOR_FLAGS"] = ",".join([f for f in [flags, *extra] if f])
-    # JAX keeps compiled programs here (read when jax is first imported); every compile is kept, also short ones.
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir() / "jax"))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    # Chains run one per core; BLAS threads on top of that only oversubscribe a small machine.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    return {k: os.environ[k] for k in ("PYTENSOR_FLAGS", "JAX_COMPILATION_CACHE_DIR", "OMP_NUM_THREADS",
-                                       "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    settings = compile_settings(cache)
+    os.environ.update(settings)
+    return settings
 
 
 def skip_slow_schema_formats() -> None:

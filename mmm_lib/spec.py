@@ -258,6 +258,11 @@ class RunSpec(_Strict):
         "a driver given only as spend is its own spend column (tv_S: tv_S)",
     )
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
+    data_filter: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="keep only the rows whose column holds one of the values, e.g. {region: [north]}: one file, "
+        "one run per brand or market (mmm batch's split writes it); values are compared as text",
+    )
     control_aggregation: dict[str, Literal["mean", "sum"]] = Field(
         default_factory=dict, description="entity -> brand aggregation per control (default mean)"
     )
@@ -276,11 +281,28 @@ class RunSpec(_Strict):
     chains: int = Field(2, ge=1, le=16)
     target_accept: float = Field(0.9, gt=0.5, lt=1.0)
     random_seed: int = Field(42, ge=0)
-    # "auto" picks by model, as measured (README "Performance"): the baseline model is small, and PyMC's
-    # own NUTS is fastest end to end once the compile cache is warm (nutpie recompiles its wrappers in
-    # every process, ~10 s); learned and entity models need many more gradient evaluations per draw,
-    # where nutpie's sampler is 2-5x faster than PyMC's (benchmarks/bench_entity.py).
+    # "auto" picks by model, as measured (README "Performance"): numpyro for the baseline model (it compiles
+    # in seconds and JAX keeps the program in its persistent cache; nutpie recompiles its wrappers in every
+    # process, ~10 s); nutpie for learned and entity models, which need many more gradient evaluations per
+    # draw (benchmarks/bench_samplers.py, benchmarks/bench_entity.py).
     nuts_sampler: Literal["auto", "nutpie", "pymc", "numpyro"] = "auto"
+
+    @field_validator("data_filter", mode="before")
+    @classmethod
+    def _filter_values_as_text(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out: dict[Any, Any] = {}
+        for col, vals in v.items():
+            if not isinstance(col, str) or not col.strip():
+                raise ValueError(f"data_filter column {col!r} must be a column name, e.g. data_filter: {{region: [north]}}")
+            vals = vals if isinstance(vals, list) else [vals]
+            if not vals or any(x is None or isinstance(x, (dict, list, bool)) for x in vals):
+                raise ValueError(f"data_filter.{col} must be a value or a non-empty list of values (text or numbers), "
+                                 f"e.g. data_filter: {{{col}: [north, south]}}; got {v[col]!r}")
+            # 2024 and 2024.0 are the same value; text is kept as written (stripped)
+            out[col.strip()] = [str(int(x)) if isinstance(x, float) and x.is_integer() else str(x).strip() for x in vals]
+        return out
 
     @field_validator("drivers", "controls")
     @classmethod

@@ -14,6 +14,8 @@ folder) into one line naming the folder and the fix.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import hashlib
 import json
@@ -21,7 +23,7 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +50,33 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+_OUTPUTS: contextvars.ContextVar[Path | None] = contextvars.ContextVar("mmm_outputs_root", default=None)
+
+
 def outputs_root() -> Path:
-    """Root of datasets and runs: ``$MMM_OUTPUTS`` if set, else ``<repo>/outputs``."""
+    """Root of datasets and runs: the folder :func:`using_outputs` set in this context (a thread, a task), else
+    ``$MMM_OUTPUTS`` if set, else ``<repo>/outputs``."""
+    root = _OUTPUTS.get()
+    if root is not None:
+        return root
     env = os.environ.get("MMM_OUTPUTS")
     return Path(env).expanduser().resolve() if env else repo_root() / "outputs"
+
+
+@contextlib.contextmanager
+def using_outputs(root: str | Path | None) -> Iterator[Path]:
+    """Within the block, :func:`outputs_root` is ``root`` in this thread or task only (``None``: unchanged).
+
+    What a library call that is given its outputs root uses (``run_pipeline(..., outputs=...)``, a batch task on
+    a worker running several), so nothing is read from or written to the process environment."""
+    if root is None:
+        yield outputs_root()
+        return
+    token = _OUTPUTS.set(Path(root).expanduser().resolve())
+    try:
+        yield _OUTPUTS.get()  # type: ignore[misc]
+    finally:
+        _OUTPUTS.reset(token)
 
 
 def validate_id(value: str, kind: str = "run_id") -> str:

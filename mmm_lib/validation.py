@@ -481,6 +481,16 @@ def _check_encoding(ctx: _Ctx, source_format: dict[str, Any]) -> None:
                     "if they do not, save the file as UTF-8 (Excel: Save As > CSV UTF-8)", [], encoding=enc)
 
 
+def _note_filter(ctx: _Ctx, kept: dict[str, Any] | None) -> None:
+    """Say which rows the spec's data_filter kept (:func:`mmm_lib.raw_io.select_rows`), so the report shows it."""
+    if not kept:
+        return
+    what = "; ".join(f"{c} is {' or '.join(map(repr, v))}" for c, v in kept["filter"].items())
+    ctx.add("info", "DATA_FILTER",
+            f"data_filter kept {kept['rows_kept']:,} of {kept['rows_read']:,} rows of the file: those where {what}",
+            "to fit other rows, change data_filter in the spec", list(kept["filter"]), **kept)
+
+
 def _check_columns(ctx: _Ctx) -> None:
     cols = ctx.columns
     fixes = {
@@ -1109,6 +1119,7 @@ def validate(df: pd.DataFrame, spec: RunSpec | None = None) -> ValidationReport:
     _check_roles(ctx)
     _check_entity(ctx)
     _check_encoding(ctx, df.attrs.get("source_format") or {})
+    _note_filter(ctx, df.attrs.get("data_filter"))
     _check_dates(ctx)
     _check_numeric(ctx)
     _check_time(ctx)

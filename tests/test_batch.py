@@ -90,21 +90,28 @@ def test_dry_run_lists_the_example(capsys):
     assert [r["run_id"] for r in out["runs"]] == ["sample_grid-fixed-brand", "sample_grid-learned-brand"]
 
 
-def test_split_writes_one_file_per_value_and_records_the_filter(tmp_path, outputs_root):
+def test_split_records_the_filter_in_each_runs_spec(tmp_path, outputs_root):
     m = _manifest(tmp_path / "m.yaml", "sp", [], split={"column": "entity_id", "values": ["store_001", "store_003"]})
     plan = plan_batch(m)
     assert [r.run_id for r in plan.runs] == ["sp-store_001", "sp-store_003"]
     assert plan.runs[0].filter == {"column": "entity_id", "value": "store_001"}
     assert "entity_id=store_001" in plan.runs[0].label
-    from mmm_lib.batch.manifest import write_split_files
+    # The run's own spec holds the filter (run_spec.json, the spec hash); every run reads the base spec's file.
+    assert plan.runs[1].spec.data_filter == {"entity_id": ["store_003"]}
+    assert plan.runs[1].spec.data_path == plan_batch(m).runs[0].spec.data_path
+    assert plan.runs[0].spec_hash != plan.runs[1].spec_hash
+    assert not (outputs_root / "batches" / "sp" / "data").exists()  # nothing copied
 
-    paths = write_split_files(plan)
-    assert all(p.is_relative_to(outputs_root / "batches" / "sp" / "data") for p in paths)
+
+def test_split_without_values_runs_every_value_as_the_filter_compares_them(tmp_path, outputs_root):
+    m = _manifest(tmp_path / "m.yaml", "all", [], split={"column": "entity_id"})
+    plan = plan_batch(m)
     import pandas as pd
 
-    df = pd.read_csv(paths[1])
-    assert set(df["entity_id"]) == {"store_003"} and len(df) == 156
-    assert plan.runs[1].spec.data_path == str(paths[1])
+    stores = sorted(pd.read_csv(plan.runs[0].spec.data_path)["entity_id"].unique())
+    assert [r.spec.data_filter["entity_id"] for r in plan.runs] == [[s] for s in stores]
+    with pytest.raises(ManifestError, match="split.column 'region' is not a column"):
+        plan_batch(_manifest(tmp_path / "m2.yaml", "nope", [], split={"column": "region"}))
 
 
 def test_page_escapes_every_value(tmp_path):

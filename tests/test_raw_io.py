@@ -168,3 +168,60 @@ def test_pandas_index_column_with_empty_header_is_kept_as_unnamed(tmp_path):
     q.write_text("entity_id,,sales\na,x,1\n")
     with pytest.raises(DataFormatError, match="column 2 of the header has no name"):
         load_raw(q)
+
+
+# --------------------------------------------------------------------------- data_filter
+
+
+def _filtered_panel(tmp_path):
+    df = make_panel(n_entities=3, n_periods=20)
+    df["year"] = pd.to_datetime(df["period_start"]).dt.year
+    path = tmp_path / "p.csv"
+    df.to_csv(path, index=False)
+    return df, path
+
+
+def _spec(**flt):
+    return parse_spec({"data_path": "x.csv", "drivers": ["act_tv"], "data_filter": flt})
+
+
+def test_data_filter_keeps_the_named_rows_and_says_so_in_the_validation_report(tmp_path):
+    df, path = _filtered_panel(tmp_path)
+    store = df["entity_id"].iloc[0]
+    spec = _spec(entity_id=store)
+    assert spec.data_filter == {"entity_id": [store]}  # one value is a list of one
+    raw = load_raw(path, spec)
+    from mmm_lib.raw_io import select_rows
+
+    kept = select_rows(raw, spec)
+    assert set(kept["entity_id"]) == {store} and len(kept) == 20
+    assert kept.attrs["data_filter"] == {"filter": {"entity_id": [store]}, "rows_read": 60, "rows_kept": 20}
+    assert raw.attrs.get("data_filter") is None and len(raw) == 60  # the table read is left as it was
+    info = [f for f in validate(kept, spec).findings if f.code == "DATA_FILTER"]
+    assert len(info) == 1 and info[0].severity == "info" and "20 of 60 rows" in info[0].message
+
+
+def test_data_filter_matches_numbers_as_written_and_combines_columns(tmp_path):
+    df, path = _filtered_panel(tmp_path)
+    from mmm_lib.raw_io import select_rows
+
+    year = int(df["year"].min())
+    stores = sorted(df["entity_id"].unique())[:2]
+    for value in (year, float(year), str(year)):  # a year read as a number matches 2022, 2022.0 and "2022"
+        kept = select_rows(load_raw(path), _spec(year=value, entity_id=stores))
+        expect = df[(df["year"] == year) & df["entity_id"].isin(stores)]
+        assert len(kept) == len(expect) > 0
+        assert set(kept["entity_id"]) == set(stores)
+
+
+def test_data_filter_that_names_a_missing_column_or_matches_nothing_says_what_is_there(tmp_path):
+    _, path = _filtered_panel(tmp_path)
+    raw = load_raw(path)
+    from mmm_lib.raw_io import select_rows
+
+    with pytest.raises(DataFormatError, match=r"column 'Entity_ID' is not a column of the file; did you mean 'entity_id'"):
+        select_rows(raw, _spec(Entity_ID="s1"))
+    with pytest.raises(DataFormatError, match=r"(?s)data_filter entity_id: \['nowhere'\] matches no row.*'store_1'"):
+        select_rows(raw, _spec(entity_id="nowhere"))
+    with pytest.raises(Exception, match="non-empty list"):
+        _spec(entity_id=[])

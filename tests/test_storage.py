@@ -21,6 +21,27 @@ def test_outputs_root_follows_env(outputs_root):
     assert storage.run_dir("r1") == outputs_root / "runs" / "r1"
 
 
+def test_an_outputs_root_passed_in_holds_for_its_own_thread_only(outputs_root, tmp_path):
+    """Two runs on one worker, each given its own root: neither sees the other's, the environment is untouched."""
+    import os
+
+    seen, barrier = {}, threading.Barrier(2)
+
+    def work(name):
+        with storage.using_outputs(tmp_path / name) as root:
+            barrier.wait()  # both roots are set at once
+            seen[name] = (root, storage.run_dir("r"), storage.outputs_root())
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for n in ("a", "b"):
+        assert seen[n] == (tmp_path / n, tmp_path / n / "runs" / "r", tmp_path / n)
+    assert storage.outputs_root() == outputs_root and os.environ["MMM_OUTPUTS"] == str(outputs_root)
+    with storage.using_outputs(None) as root:  # None: unchanged
+        assert root == outputs_root
+
+
 def test_json_is_atomic_and_nan_safe(tmp_path):
     tmp_path = tmp_path / "j"
     p = tmp_path / "a.json"

@@ -69,3 +69,32 @@ def test_01_report_on_bad_data_shows_the_findings_table_and_no_traceback(tmp_pat
     assert text.index("MISSING_REQUIRED_COLUMN") < text.index("DataValidationError")  # table first, then the error
     assert "Traceback" not in text and "validation.py" not in text and "raise_if_errors" not in text.replace(
         "report.raise_if_errors()", "")
+
+
+@pytest.mark.slow
+def test_01_with_a_data_filter_keeps_those_rows_and_says_so(tmp_path, monkeypatch):
+    """The real notebook applies the spec's data_filter: raw_data.parquet holds one store, the report says so."""
+    import pandas as pd
+    import papermill
+    import yaml
+
+    from test_notebooks import NB_DIR
+
+    df = make_panel()
+    df.to_csv(tmp_path / "panel.csv", index=False)
+    store = sorted(df["entity_id"].unique())[1]
+    spec = {"data_path": str(tmp_path / "panel.csv"), "drivers": ["act_tv", "act_digital"],
+            "controls": ["ctrl_price_index"], "data_filter": {"entity_id": store},
+            "windows": {"carryover_months": 6, "estimation_months": 24}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("MMM_OUTPUTS", str(tmp_path / "out"))
+    out = tmp_path / "01.ipynb"
+    papermill.execute_notebook(str(NB_DIR / "01_validate.ipynb"), str(out), cwd=str(NB_DIR),
+                               parameters={"spec_path": str(tmp_path / "spec.yaml"), "run_id": "one"},
+                               progress_bar=False, start_timeout=180, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+    raw = pd.read_parquet(tmp_path / "out" / "runs" / "one" / "raw_data.parquet")
+    assert set(raw["entity_id"]) == {store} and len(raw) == (df["entity_id"] == store).sum()
+    p = _Text()
+    p.feed(report.export_html(out, tmp_path / "01_validate.html").read_text())
+    text = " ".join(p.text)
+    assert "DATA_FILTER" in text and f"kept {len(raw)} of {len(df)} rows" in text

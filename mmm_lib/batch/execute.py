@@ -9,9 +9,10 @@ Why things are as they are:
 * Workers must see the outputs root (and the spec and data files) at the same path: a task writes its run
   folder there and the driver reads it back for the page. :func:`check_workers` proves it before any run
   starts, with a probe file each worker writes and reads and the driver then reads too.
-* The outputs root is passed to each task and set as ``$MMM_OUTPUTS`` in the worker before the run, because
-  :func:`mmm_lib.storage.outputs_root` reads it from the environment. That is safe only with one thread per
-  worker, which is how the batch starts its own workers and what the README asks of others.
+* The outputs root, the compile cache and the cores a run may use are passed to each task and on to
+  :func:`mmm_lib.runner.run_pipeline` as arguments; nothing is set in a worker's environment, so a worker with
+  several threads runs several runs side by side (they then share its cores). The batch's own workers have one
+  thread each.
 * A failed run is a result, not an exception: the task returns its stage and error and the batch goes on.
   A lost worker's task is rerun by the scheduler (``distributed.scheduler.allowed-failures``), and an
   exception inside the task once more (``retries``); the rerun finds the run folder of the attempt that
@@ -34,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from ..kernels import is_stage_kernel
-from ..spec import DATA_PATHS_ENV
-from ..storage import lock_held, outputs_root, read_json, run_dir
-from .manifest import BatchPlan, PlannedRun, slug, spec_hash_of, write_split_files
+from ..runtime import THREAD_VARS, cache_dir, machine_cores
+from ..storage import lock_held, read_json, run_dir, using_outputs
+from .manifest import BatchPlan, PlannedRun, slug, spec_hash_of
 
 Log = Callable[[str], None]
 
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+THREAD_ENV = dict.fromkeys(THREAD_VARS, "1")
 CACHE_MODES = ("shared", "per-worker")
 # Measured (README "Many runs at once (mmm batch)"): two workers compiling the baseline model into empty caches
 # took 204-211 s sharing one cache and 230 s each with their own; after that a shared cache is warm for every
@@ -54,13 +55,6 @@ class BatchError(RuntimeError):
     """A batch that cannot start (workers that cannot see the outputs root, runs that exist already)."""
 
 
-def machine_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
-
-
 def local_workers(chains: int, cores: int | None = None) -> int:
     """Workers for an embedded cluster: each run samples ``chains`` chains in parallel, so workers x chains <= cores."""
     return max(1, (cores or machine_cores()) // max(1, chains))
@@ -68,16 +62,14 @@ def local_workers(chains: int, cores: int | None = None) -> int:
 
 @contextlib.contextmanager
 def open_client(scheduler: str | None = None, workers: int | None = None, chains: int = 2, *,
-                log: Log = print, dashboard_address: str = ":8787") -> Iterator[Any]:
+                log: Log = print, dashboard_address: str = ":8787", cores: int | None = None) -> Iterator[Any]:
     """A ``distributed.Client`` on an existing scheduler (``tcp://host:8786``) or on an embedded LocalCluster.
 
-    The embedded cluster has ``workers`` worker processes (default: cores // chains), one thread each, with
-    BLAS single-threaded; it is closed on exit, also after Ctrl-C.
+    The embedded cluster has ``workers`` worker processes (default: ``cores`` // chains; ``cores`` default: the
+    cores this process may use), one thread each, with BLAS single-threaded; it is closed on exit, also after Ctrl-C.
     """
     from distributed import Client, LocalCluster
 
-    for k, v in THREAD_ENV.items():  # spawned worker processes inherit the environment
-        os.environ.setdefault(k, v)
     if scheduler:
         client = Client(scheduler, timeout="30s")
         try:
@@ -87,9 +79,10 @@ def open_client(scheduler: str | None = None, workers: int | None = None, chains
         finally:
             client.close()
         return
-    n = workers or local_workers(chains)
-    if workers and workers * chains > machine_cores():
-        log(f"note: {workers} workers x {chains} chains > {machine_cores()} cores: chains will share cores")
+    cores = cores or machine_cores()
+    n = workers or local_workers(chains, cores)
+    if workers and workers * chains > cores:
+        log(f"note: {workers} workers x {chains} chains > {cores} cores: chains will share cores")
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, env=dict(THREAD_ENV),
                            dashboard_address=dashboard_address, memory_limit=0)  # fmt: skip
     client = Client(cluster)
@@ -199,27 +192,6 @@ def stop_event_name(name: str) -> str:
     return f"mmm-batch-stop-{name}"
 
 
-def _set_env(task: dict[str, Any], worker_name: str) -> None:
-    os.environ["MMM_OUTPUTS"] = task["outputs_root"]
-    data = task.get("data_dir")
-    if data:
-        parts = [p for p in os.environ.get(DATA_PATHS_ENV, "").split(os.pathsep) if p]
-        if data not in parts:
-            os.environ[DATA_PATHS_ENV] = os.pathsep.join([*parts, data])
-    for k, v in THREAD_ENV.items():
-        os.environ.setdefault(k, v)
-    if task.get("cache") == "per-worker":
-        from ..runtime import cache_dir
-
-        base = os.environ.setdefault("MMM_BATCH_CACHE_BASE", str(cache_dir()))
-        os.environ["MMM_CACHE"] = str(Path(base) / "workers" / slug(worker_name))
-        # configure_environment keeps a base_compiledir already in PYTENSOR_FLAGS (and a JAX cache folder already
-        # set): drop ours so both follow MMM_CACHE.
-        flags = [f for f in os.environ.get("PYTENSOR_FLAGS", "").split(",") if f and not f.startswith("base_compiledir=")]
-        os.environ["PYTENSOR_FLAGS"] = ",".join(flags)
-        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
-
-
 def run_one(task: dict[str, Any]) -> dict[str, Any]:
     """One run of a batch, on a worker: ``run_pipeline`` as ``mmm run`` calls it; never raises for a failed run.
 
@@ -228,14 +200,24 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     """
     from distributed import get_worker
 
-    from ..runner import RunError, run_pipeline
-
     try:
         worker = get_worker()
         wname, waddr = str(worker.name), worker.address
     except ValueError:  # called in-process (tests, debugging)
         wname, waddr = "local", "local"
-    _set_env(task, wname)
+    with using_outputs(task["outputs_root"]):
+        return _run_one(task, wname, waddr)
+
+
+def _cache_for(task: dict[str, Any], worker_name: str) -> Path | None:
+    """The compile cache of this task's run: the host's (``None``: ``$MMM_CACHE`` or ``~/.cache/mmm_lib``), or
+    with ``per-worker`` a folder of this worker's under it."""
+    return cache_dir() / "workers" / slug(worker_name) if task.get("cache") == "per-worker" else None
+
+
+def _run_one(task: dict[str, Any], wname: str, waddr: str) -> dict[str, Any]:
+    from ..runner import RunError, run_pipeline
+
     rid, bfolder = task["run_id"], Path(task["batch_dir"])
     rec: dict[str, Any] = {"run_id": rid, "status": "failed", "failed_stage": None, "error": None, "worker": waddr,
                            "wall_s": None, "peak_rss_mb": None, "reused": False, "action": "run"}  # fmt: skip
@@ -265,7 +247,8 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
             fh.flush()
 
         try:
-            res = run_pipeline(task["spec_path"], rid, task["overrides"], resume=resume, restart=restart, log=log)
+            res = run_pipeline(task["spec_path"], rid, task["overrides"], resume=resume, restart=restart, log=log,
+                               outputs=task["outputs_root"], cache=_cache_for(task, wname), cores=task.get("cores"))
             rec.update(status=res.status, failed_stage=res.failed_stage, error=res.error)
         except (RunError, ValueError) as e:  # SpecError is a ValueError
             rec.update(status="failed", error=str(e))
@@ -291,8 +274,7 @@ def check_workers(client: Any, plan: BatchPlan, root: Path) -> list[dict[str, An
     """
     token = uuid.uuid4().hex[:12]
     files = [str(plan.base_spec)] + sorted({str(r.spec.data_path) for r in plan.runs
-                                            if r.spec is not None and r.spec.data_path and r.filter is None})  # fmt: skip
-    files += [r.data_path for r in plan.runs if r.data_path]
+                                            if r.spec is not None and r.spec.data_path})  # fmt: skip
     answers = client.run(probe_worker, str(root), plan.name, token, files)
     if not answers:
         raise BatchError("the cluster has no workers; start some (`dask worker tcp://…`) and try again")
@@ -309,9 +291,6 @@ def check_workers(client: Any, plan: BatchPlan, root: Path) -> list[dict[str, An
         if a["version"] != mine:
             problems.append(f"worker {addr} ({a['host']}) runs mmm-notebooks {a['version']}, this machine {mine}: "
                             "install the same version everywhere")
-        if a.get("nthreads") and a["nthreads"] > 1:
-            problems.append(f"worker {addr} has {a['nthreads']} threads; a batch needs one thread per worker "
-                            "(`dask worker … --nthreads 1`): each run sets its outputs root in the process environment")
     with contextlib.suppress(OSError):
         for p in (root / "batches" / plan.name / ".probe").glob(f"{token}-*"):
             p.unlink()
@@ -320,10 +299,10 @@ def check_workers(client: Any, plan: BatchPlan, root: Path) -> list[dict[str, An
     return [{"address": k, **v} for k, v in sorted(answers.items())]
 
 
-def _task(plan: BatchPlan, r: PlannedRun, root: Path, cache: str) -> dict[str, Any]:
+def _task(plan: BatchPlan, r: PlannedRun, root: Path, cache: str, cores: int | None) -> dict[str, Any]:
     return {"batch": plan.name, "batch_dir": str(plan.folder), "run_id": r.run_id, "spec_path": str(plan.base_spec),
-            "overrides": list(r.overrides), "spec_hash": r.spec_hash, "outputs_root": str(root),
-            "data_dir": str(plan.data_dir.resolve()) if plan.split else None, "cache": cache}  # fmt: skip
+            "overrides": list(r.overrides), "spec_hash": r.spec_hash, "outputs_root": str(root), "cache": cache,
+            "cores": cores}  # fmt: skip
 
 
 def _completed_same(r: PlannedRun) -> bool:
@@ -365,7 +344,8 @@ def sweep_running(plan: BatchPlan, log: Log = print) -> list[str]:
 
 def execute_batch(plan: BatchPlan, *, client: Any = None, scheduler: str | None = None, workers: int | None = None,
                   resume: bool = False, cache: str = DEFAULT_CACHE, retries: int = 1, log: Log = print,
-                  dashboard_address: str = ":8787") -> dict[str, Any]:
+                  dashboard_address: str = ":8787", outputs: str | Path | None = None,
+                  cores: int | None = None) -> dict[str, Any]:
     """Run every run of ``plan``; write ``batch.json`` and ``index.html`` as runs finish. Returns the batch record.
 
     Parameters
@@ -379,19 +359,31 @@ def execute_batch(plan: BatchPlan, *, client: Any = None, scheduler: str | None 
     cache
         ``shared`` (default): the workers of a host share its ``$MMM_CACHE``; ``per-worker``: each worker
         compiles into ``$MMM_CACHE/workers/<worker name>``.
+    outputs
+        The outputs root every worker writes its runs under (default :func:`mmm_lib.storage.outputs_root`); it
+        must be the same folder on every worker, which is checked before any run starts.
+    cores
+        The embedded cluster's cores (default: the cores this process may use): workers x chains <= cores, and
+        each run samples on cores // workers. Runs on an existing cluster use their worker's cores.
     """
-    from .report import batch_record, write_batch
-
     if cache not in CACHE_MODES:
         raise BatchError(f"cache {cache!r}: choose one of {', '.join(CACHE_MODES)}")
-    root = outputs_root()
+    with using_outputs(outputs) as root:
+        return _execute_batch(plan, root, client=client, scheduler=scheduler, workers=workers, resume=resume,
+                              cache=cache, retries=retries, log=log, dashboard_address=dashboard_address, cores=cores)
+
+
+def _execute_batch(plan: BatchPlan, root: Path, *, client: Any, scheduler: str | None, workers: int | None,
+                   resume: bool, cache: str, retries: int, log: Log, dashboard_address: str,
+                   cores: int | None) -> dict[str, Any]:
+    from .report import batch_record, write_batch
+
     existing = [r.run_id for r in plan.runs if run_dir(r.run_id).exists()]
     if existing and not resume:
         raise BatchError(f"batch {plan.name!r}: {len(existing)} run folder(s) exist already ({', '.join(existing[:5])}"
                          f"{' …' if len(existing) > 5 else ''}); pass --resume to skip the finished ones and run the rest, "
                          "or remove them (`mmm runs rm`)")  # fmt: skip
     plan.folder.mkdir(parents=True, exist_ok=True)
-    write_split_files(plan)
     results: dict[str, dict[str, Any]] = {}
     meta: dict[str, Any] = {"resume": resume, "cache": cache, "started_at": time.time()}
     state = {"status": "running"}
@@ -401,15 +393,22 @@ def execute_batch(plan: BatchPlan, *, client: Any = None, scheduler: str | None 
         write_batch(plan, rec)
         return rec
 
+    run_cores = None
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(open_client(scheduler, workers, plan.max_chains, log=log,
-                                                     dashboard_address=dashboard_address))  # fmt: skip
+                                                     dashboard_address=dashboard_address, cores=cores))  # fmt: skip
+            if not scheduler:
+                n = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
+                run_cores = max(1, (cores or machine_cores()) // n)
         meta["scheduler"] = client.scheduler.address
         meta["workers"] = len(client.scheduler_info(n_workers=-1)["workers"])
         log(f"batch {plan.name}: {len(plan.runs)} run(s) on {meta['workers']} worker(s) at {meta['scheduler']}")
         log(f"  dashboard: {client.dashboard_link}")
-        check_workers(client, plan, root)
+        for w in check_workers(client, plan, root):
+            if (w.get("nthreads") or 1) > 1:
+                log(f"  note: worker {w['address']} has {w['nthreads']} threads: it runs that many runs at once, "
+                    "sharing its cores")
         todo = []
         for r in plan.runs:
             if resume and _completed_same(r):
@@ -423,7 +422,7 @@ def execute_batch(plan: BatchPlan, *, client: Any = None, scheduler: str | None 
         stop = Event(stop_event_name(plan.name), client=client)
         stop.clear()
         # A fresh key per submission: a rerun of the batch must not be served an earlier result by the scheduler.
-        futures = {client.submit(run_one, _task(plan, r, root, cache), retries=retries, pure=False,
+        futures = {client.submit(run_one, _task(plan, r, root, cache, run_cores), retries=retries, pure=False,
                                  key=f"mmm-batch-{plan.name}-{r.run_id}-{uuid.uuid4().hex[:6]}"): r.run_id
                    for r in todo}  # fmt: skip
         t0, done = time.perf_counter(), 0

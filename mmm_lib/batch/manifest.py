@@ -14,10 +14,9 @@ A manifest (YAML, read as safely as a run spec) names::
 Runs are the product of the three parts present (runs × grid × split). Every derived spec is validated
 with :func:`mmm_lib.spec.load_spec` before anything runs; a bad key names the run and the key.
 
-The spec has no row-filter key, so a split writes each value's rows to a CSV under the batch folder
-(``data/<column>-<value>.csv``) and points that run's ``data_path`` at it; the filter (column = value) is
-recorded in ``batch.json`` and the run's label. The run spec may read that folder because the batch adds
-it to ``$MMM_DATA_PATHS`` (:data:`mmm_lib.spec.DATA_PATHS_ENV`) in the driver and on every worker.
+A split is one run per value of a column of the base spec's data: each run's spec gets ``data_filter``
+(column: [value], added to any filter the base spec has), so the filter is recorded in the run's own spec
+(``run_spec.json``, its hash, the validation report's DATA_FILTER line) and every run reads the same file.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import spec_yaml
-from ..spec import DATA_PATHS_ENV, RunSpec, SpecError, load_spec, spec_to_dict
+from ..spec import RunSpec, SpecError, load_spec, spec_to_dict
 from ..storage import outputs_root, validate_id
 
 _SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]+")
@@ -98,7 +96,6 @@ class PlannedRun:
     filter: dict[str, Any] | None = None
     spec: RunSpec | None = None
     spec_hash: str = ""
-    data_path: str | None = None  # the split's CSV (written by :func:`write_split_files`)
 
     @property
     def chains(self) -> int:
@@ -124,10 +121,6 @@ class BatchPlan:
     @property
     def folder(self) -> Path:
         return batch_dir(self.name)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.folder / "data"
 
     @property
     def max_chains(self) -> int:
@@ -225,21 +218,17 @@ def read_manifest(path: str | Path) -> Manifest:
         raise ManifestError("\n".join(lines)) from None
 
 
-def split_values(source: Path, column: str) -> list[str]:
-    """The distinct values of ``column`` in the data file, sorted (as text, as the file writes them)."""
-    df = _read_table(source)
+def split_values(source: Path, column: str, spec: RunSpec) -> list[str]:
+    """The distinct values of ``column`` in the data file, sorted, as text as ``data_filter`` compares them."""
+    from ..raw_io import DataFormatError, filter_text, load_raw
+
+    try:
+        df = load_raw(source, spec)
+    except DataFormatError as e:
+        raise ManifestError(f"split: cannot read the base spec's data: {e}") from None
     if column not in df.columns:
-        raise ManifestError(f"split.column {column!r} is not a column of {source}; its columns: {list(df.columns)}")
-    return sorted(df[column].dropna().astype(str).unique().tolist())
-
-
-def _read_table(source: Path):
-    import pandas as pd
-
-    if source.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(source)
-    # Everything as text, nothing read as missing: the split copies the rows as the file writes them.
-    return pd.read_csv(source, dtype=str, keep_default_na=False, sep=None, engine="python")
+        raise ManifestError(f"split.column {column!r} is not a column of {source}; its columns: {list(map(str, df.columns))}")
+    return sorted(filter_text(df[column]).dropna().unique().tolist())
 
 
 def _split_source(base: RunSpec) -> Path:
@@ -247,22 +236,7 @@ def _split_source(base: RunSpec) -> Path:
         return Path(base.data_path)
     from ..storage import dataset_dir
 
-    folder = dataset_dir(str(base.dataset_id))
-    sources = sorted(folder.glob("source.*")) or [folder / "raw_data.parquet"]
-    return sources[0]
-
-
-def _split_file(plan_dir: Path, column: str, value: Any, source: Path) -> Path:
-    ext = ".parquet" if source.suffix.lower() in (".parquet", ".pq") else ".csv"
-    return plan_dir / "data" / f"{slug(column)}-{slug(value)}{ext}"
-
-
-def allow_batch_data(folder: Path) -> None:
-    """Let run specs read the batch's split files: add ``folder/data`` to ``$MMM_DATA_PATHS``."""
-    data = str((folder / "data").resolve())
-    parts = [p for p in os.environ.get(DATA_PATHS_ENV, "").split(os.pathsep) if p]
-    if data not in parts:
-        os.environ[DATA_PATHS_ENV] = os.pathsep.join([*parts, data])
+    return dataset_dir(str(base.dataset_id)) / "raw_data.parquet"
 
 
 def plan_batch(manifest_path: str | Path) -> BatchPlan:
@@ -289,9 +263,7 @@ def plan_batch(manifest_path: str | Path) -> BatchPlan:
     split_source, values = None, [None]
     if m.split is not None:
         split_source = _split_source(base)
-        values = [str(v) for v in m.split.values] if m.split.values else split_values(split_source, m.split.column)
-    folder = batch_dir(m.name)
-    allow_batch_data(folder)
+        values = [str(v) for v in m.split.values] if m.split.values else split_values(split_source, m.split.column, base)
 
     runs: list[PlannedRun] = []
     for (entry_name, entry_set), combo, value in itertools.product(entries, combos, values):
@@ -304,17 +276,16 @@ def plan_batch(manifest_path: str | Path) -> BatchPlan:
         for k, v in zip(keys, combo):
             overrides.append(f"{k}={format_value(v)}")
             parts.append(_token(k, v))
-        flt, data_path = None, None
+        flt = None
         if value is not None:
             flt = {"column": m.split.column, "value": value}
-            data_path = str(_split_file(folder, m.split.column, value, split_source).resolve())
-            overrides += ["dataset_id=null", f"data_path={json.dumps(data_path)}"]
+            overrides.append(f"data_filter={json.dumps({**base.data_filter, m.split.column: [value]})}")
             parts.append(slug(value))
         label = ", ".join([*(p for p in ([entry_name] if entry_name else [])),
                            *(f"{_key_of(o)}={o.split('=', 1)[1]}" for o in entry_set if not entry_name),
                            *(f"{k}={v}" for k, v in zip(keys, combo)),
                            *([f"{flt['column']}={flt['value']}"] if flt else [])]) or "base spec"  # fmt: skip
-        runs.append(PlannedRun(_run_id(m.name, parts, overrides), label, overrides, flt, data_path=data_path))
+        runs.append(PlannedRun(_run_id(m.name, parts, overrides), label, overrides, flt))
     _dedupe_ids(runs)
 
     errors = []
@@ -356,35 +327,3 @@ def _dedupe_ids(runs: list[PlannedRun]) -> None:
     dup = {r.run_id for r in runs if sum(x.run_id == r.run_id for x in runs) > 1}
     if dup:
         raise ManifestError(f"runs {sorted(dup)} have the same overrides; each run of a batch must differ")
-
-
-def write_split_files(plan: BatchPlan) -> list[Path]:
-    """Write each split value's rows to the batch folder (only those not there with the same rows)."""
-    if plan.split is None or plan.split_source is None:
-        return []
-    df = _read_table(plan.split_source)
-    col = plan.split.column
-    if col not in df.columns:
-        raise ManifestError(f"split.column {col!r} is not a column of {plan.split_source}; its columns: {list(df.columns)}")
-    out = []
-    from ..storage import write_bytes
-
-    for r in plan.runs:
-        if r.filter is None or r.data_path is None:
-            continue
-        rows = df[df[col].astype(str) == str(r.filter["value"])]
-        if rows.empty:
-            raise ManifestError(f"run {r.run_id}: split {col}={r.filter['value']!r} selects no rows of {plan.split_source}")
-        path = Path(r.data_path)
-        if path.suffix == ".parquet":
-            import io
-
-            buf = io.BytesIO()
-            rows.to_parquet(buf, index=False)
-            data = buf.getvalue()
-        else:
-            data = rows.to_csv(index=False).encode("utf-8")
-        if not (path.is_file() and path.read_bytes() == data):  # same rows: keep the file (and --resume's hash)
-            write_bytes(path, data)
-        out.append(path)
-    return out
