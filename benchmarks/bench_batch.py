@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     os.environ["MMM_OUTPUTS"] = str(root / "outputs")
     from mmm_lib.batch import execute_batch, plan_batch
-    from mmm_lib.batch.execute import local_workers, machine_cores
+    from mmm_lib.batch.execute import local_workers
+    from mmm_lib.runtime import machine_cores
     from mmm_lib.cli import main as mmm
 
     common = {k: v for k, v in (("draws", a.draws), ("tune", a.tune)) if v is not None}

@@ -189,6 +189,13 @@ def _kill_when_running(client, root: Path, run_id: str, killed: dict) -> None:
         time.sleep(0.5)
 
 
+def _dask_sampling() -> tuple:
+    import dask
+    import distributed  # noqa: F401 - loads distributed's config defaults
+
+    return (dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.admin.system-monitor.interval"))
+
+
 @pytest.fixture(scope="module")
 def shared_batch(tmp_path_factory):
     """Three good runs and one failing run on a 2-worker LocalCluster; the worker running s2 is killed mid-run."""
@@ -198,16 +205,19 @@ def shared_batch(tmp_path_factory):
     m = _manifest(tmp_path_factory.mktemp("m") / "m.yaml", "t",
                   _good_runs() + [{"name": "bad", "set": {"drivers": ["act_tv", "act_digital", "act_radio", "act_nope"]}}])
     logs: list[str] = []
+    before = _dask_sampling()
     try:
         plan = plan_batch(m)
         with open_client(workers=2, chains=2, dashboard_address=":0", log=logs.append) as client:
+            quiet = client.run(_dask_sampling)  # what the embedded workers were started with
             killed: dict = {}
             t = threading.Thread(target=_kill_when_running, args=(client, root, "t-s2", killed), daemon=True)
             t.start()
             rec = execute_batch(plan, client=client, log=logs.append)
             t.join(timeout=5)
             resumed = execute_batch(plan, client=client, resume=True, log=logs.append)
-        yield {"root": root, "plan": plan, "rec": rec, "resumed": resumed, "killed": killed, "logs": logs, "manifest": m}
+        yield {"root": root, "plan": plan, "rec": rec, "resumed": resumed, "killed": killed, "logs": logs, "manifest": m,
+               "quiet": quiet, "sampling_before": before, "sampling_after": _dask_sampling()}
     finally:
         if old is None:
             os.environ.pop("MMM_OUTPUTS", None)
@@ -223,6 +233,14 @@ def batch(shared_batch, monkeypatch):
 
 def _runs(rec: dict) -> dict[str, dict]:
     return {r["run_id"]: r for r in rec["runs"]}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_embedded_workers_run_without_dasks_profiler(batch):
+    """Dask's 100-per-second stack sampling and 0.5 s system monitor cost a run a tenth of its time (README)."""
+    assert len(batch["quiet"]) == 2 and set(batch["quiet"].values()) == {(False, "5s")}
+    assert batch["sampling_after"] == batch["sampling_before"]  # this process's own config is left as it was
 
 
 @pytest.mark.slow

@@ -48,6 +48,14 @@ CACHE_MODES = ("shared", "per-worker")
 # worker (~5 s), while per-worker caches compile every model once per worker. So: one cache per host
 # ($MMM_CACHE, local disk by default), shared by that host's workers; PyTensor locks its compile directory.
 DEFAULT_CACHE = "shared"
+# Dask's own sampling, off or slowed for the embedded cluster: its statistical profiler takes every thread's stack
+# 100 times a second in each worker (a run's task thread is a papermill loop; its profile tells a user nothing)
+# and the system monitor samples every 0.5 s. Measured on the 2-core machine, 2 example runs (100 + 100 draws) on
+# 2 workers, each run then capped at 1 core: 106-108 s with Dask's defaults, 92 s without the profiler; uncapped
+# runs: 85-88 s, and 78-80 s with the monitor at 5 s too (two plain `mmm run`s side by side: 71 s).
+# README "On an existing cluster" gives the same settings for a user's own workers.
+QUIET_DASK = {"distributed.worker.profile.enabled": False, "distributed.admin.system-monitor.interval": "5s",
+              "distributed.admin.system-monitor.gil.enabled": False}
 INTERRUPTED = "interrupted: the batch was stopped (Ctrl-C) while this run was in flight"
 
 
@@ -83,8 +91,11 @@ def open_client(scheduler: str | None = None, workers: int | None = None, chains
     n = workers or local_workers(chains, cores)
     if workers and workers * chains > cores:
         log(f"note: {workers} workers x {chains} chains > {cores} cores: chains will share cores")
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, env=dict(THREAD_ENV),
-                           dashboard_address=dashboard_address, memory_limit=0)  # fmt: skip
+    import dask
+
+    with dask.config.set(QUIET_DASK):  # read when the scheduler and each worker start (workers get it from the nanny)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, env=dict(THREAD_ENV),
+                               dashboard_address=dashboard_address, memory_limit=0)  # fmt: skip
     client = Client(cluster)
     try:
         yield client
@@ -152,7 +163,7 @@ def _cmdline(p: Any) -> list[str]:
 class _PeakRSS:
     """Peak resident memory of this worker process and its children (the stage kernels), sampled."""
 
-    def __init__(self, every_s: float = 0.5):
+    def __init__(self, every_s: float = 1.0):
         self.peak, self._every, self._stop = 0, every_s, threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -364,7 +375,7 @@ def execute_batch(plan: BatchPlan, *, client: Any = None, scheduler: str | None 
         must be the same folder on every worker, which is checked before any run starts.
     cores
         The embedded cluster's cores (default: the cores this process may use): workers x chains <= cores, and
-        each run samples on cores // workers. Runs on an existing cluster use their worker's cores.
+        a run samples on at most that many. Runs on an existing cluster use their worker's cores.
     """
     if cache not in CACHE_MODES:
         raise BatchError(f"cache {cache!r}: choose one of {', '.join(CACHE_MODES)}")
@@ -393,14 +404,14 @@ def _execute_batch(plan: BatchPlan, root: Path, *, client: Any, scheduler: str |
         write_batch(plan, rec)
         return rec
 
-    run_cores = None
+    # A run on the embedded cluster may sample on all the cores the batch was given (the OS shares them between the
+    # runs: measured faster than dividing them, as one run's chains then use the cores another run's plots leave
+    # idle); on an existing cluster, on its worker's.
+    run_cores = cores if client is None and not scheduler else None
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(open_client(scheduler, workers, plan.max_chains, log=log,
                                                      dashboard_address=dashboard_address, cores=cores))  # fmt: skip
-            if not scheduler:
-                n = len(client.scheduler_info(n_workers=-1)["workers"]) or 1
-                run_cores = max(1, (cores or machine_cores()) // n)
         meta["scheduler"] = client.scheduler.address
         meta["workers"] = len(client.scheduler_info(n_workers=-1)["workers"])
         log(f"batch {plan.name}: {len(plan.runs)} run(s) on {meta['workers']} worker(s) at {meta['scheduler']}")
