@@ -26,6 +26,7 @@ Finding codes
 | MISSING_SPEC_COLUMN | error | a driver, control or ``spend_cols`` column of the spec is absent | fix the name in the spec or the file (a close name is suggested) |
 | ROLE_CONFLICT | error | one column has two roles (e.g. target and driver, a key column as a control); a driver may be its own spend | give each column one role in the spec |
 | ENCODING_SUSPECT | warning / info | names or entities that look mis-decoded (``'Ã©'``, ``'�'``; warning), or non-UTF-8 text read in a guessed encoding (info) | save the file as UTF-8 (Excel: CSV UTF-8) |
+| DATA_FILTER | info | the spec's ``data_filter`` kept N of M rows of the file (which values of which columns) | change ``data_filter`` to fit other rows |
 | ENTITY_ID_MISSING | error | rows with an empty ``entity_id`` | fill in the entity (one constant value for a single series) |
 | DATE_MISSING | error | rows with an empty ``period_start`` | fill in the date or drop the rows |
 | DATE_UNPARSEABLE | error | ``period_start`` values that are not dates | write dates as YYYY-MM-DD |
