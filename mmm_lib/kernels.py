@@ -157,6 +157,9 @@ def kernel_end(km: Any = None) -> str:
     return f"exited with status {code}"
 
 
+CLOSE_WAIT_S = 10.0  # at most this long for kernels to stop when a run ends; the rest are killed
+
+
 class StageKernels:
     """The run's stage kernels: :meth:`take` gives a stage its kernel (started ahead if :meth:`start_ahead` was
     called for it), :meth:`release` stops it without waiting, :meth:`close` ends them all.
@@ -237,8 +240,19 @@ class StageKernels:
         for km in self._ready.values():
             self.release(km)
         self._ready.clear()
-        if self._stopping and not self.loop.is_running():
-            self.loop.run_until_complete(asyncio.gather(*self._stopping, return_exceptions=True))
+        if not self.loop.is_running():
+            # A stage cut short by a signal leaves its execution's tasks on this loop; running them again now could
+            # wait on a kernel that is gone. Only the shutdowns are wanted, and for a bounded time: what is still
+            # running after that is killed.
+            for task in asyncio.all_tasks(self.loop):
+                if task not in self._stopping:
+                    task.cancel()
+            if self._stopping:
+                wait = asyncio.wait(self._stopping, timeout=CLOSE_WAIT_S)
+                with contextlib.suppress(Exception):
+                    self.loop.run_until_complete(wait)
+        if any(not t.done() for t in self._stopping):
+            kill_kernels()
         self._stopping.clear()
         done = [p for p in _KERNELS if p.poll() is not None]
         for p in done:

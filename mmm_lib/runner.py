@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -104,10 +105,16 @@ def _stop_on_signals() -> Iterator[None]:
         yield
         return
 
-    def stop(signum: int, frame: object) -> None:
+    def stop(signum: int, frame: Any) -> None:
+        _kill_kernels()
+        if _importing(frame):
+            # Raising inside an import can leave that module's import lock held for good: the report thread then
+            # waits on it forever and so does the run's end (seen as a hung Ctrl-C in the signal tests). The same
+            # signal is sent again in a moment, when this thread is past the import.
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
         for s in _STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
-        _kill_kernels()
         raise RunInterrupted(signum)
 
     old = {s: signal.signal(s, stop) for s in _STOP_SIGNALS}
@@ -116,6 +123,15 @@ def _stop_on_signals() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _importing(frame: Any) -> bool:
+    """Whether ``frame`` (where a signal interrupted this thread) is inside Python's import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def notebooks_dir() -> Path:
