@@ -4,8 +4,10 @@ A kernel costs about a second to start and its notebook another one to three sec
 matplotlib, ArviZ or PyMC. :class:`StageKernels` starts the next stage's kernel as soon as the current stage
 starts, through :mod:`mmm_lib.stage_kernel`, which imports the modules that notebook imports
 (:func:`preload_modules`) before the kernel answers its first request, so both costs overlap the stage that
-is running. Every stage still gets a kernel of its own that no other stage used: nothing a stage computes
-crosses to the next; the notebook's own import cell runs as before (its modules are already loaded).
+is running. A kernel started ahead is forked from the run's :class:`~mmm_lib.kernel_server.KernelServer`, which
+imported every stage's modules once, so the run pays those imports once instead of once per stage. Every stage
+still gets a kernel of its own that no other stage used: nothing a stage computes crosses to the next; the
+notebook's own import cell runs as before (its modules are already loaded).
 
 Every kernel this process started is listed in ``_KERNELS`` so a signal can stop them all
 (:func:`kill_kernels`) and a kernel that died can say how (:func:`kernel_end`).
@@ -23,7 +25,11 @@ from pathlib import Path
 from typing import Any
 
 # What a stage kernel's command line contains (ipykernel's own launcher, or ours): `mmm batch` finds them by it.
-KERNEL_MARKERS = ("ipykernel", "mmm_lib.stage_kernel")
+KERNEL_MARKERS = ("ipykernel", "mmm_lib.stage_kernel", "mmm_lib.kernel_server")
+STAGE_KERNEL = "mmm_lib.stage_kernel"
+# MMM_FORK_KERNELS=0: start every kernel as a new Python (no kernel server), e.g. to rule the server out.
+FORK_ENV = "MMM_FORK_KERNELS"
+SERVER_WAIT_S = 60.0  # a kernel started ahead waits at most this long for the server's imports
 
 # ipykernel 7 warns on every start that TCP is unencrypted (local kernels): noise.
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
@@ -90,6 +96,8 @@ def kernel_manager_class() -> type:
 
     class StageKernelManager(AsyncKernelManager):
         preload: list[str] = []
+        server: Any = None  # a KernelServer that has this stage's modules loaded: the kernel is forked from it
+        stage: str = ""
 
         async def _async_interrupt_kernel(self) -> None:
             if self.shutting_down:
@@ -101,10 +109,20 @@ def kernel_manager_class() -> type:
             # Only ipykernel's own launcher is replaced: another kernelspec runs as it is.
             if self.preload and "-m" in cmd and cmd[cmd.index("-m") + 1:cmd.index("-m") + 2] == ["ipykernel_launcher"]:
                 i = cmd.index("-m")
-                cmd = [*cmd[:i], "-m", "mmm_lib.stage_kernel", "--preload", ",".join(self.preload), *cmd[i + 2:]]
+                cmd = [*cmd[:i], "-m", STAGE_KERNEL, "--preload", ",".join(self.preload), *cmd[i + 2:]]
             return cmd
 
-        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: object) -> None:
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            if self.server is not None and STAGE_KERNEL in kernel_cmd:
+                # What LocalProvisioner.launch_kernel does, with a fork of the server in place of a new process.
+                prov = self.provisioner
+                cwd = str(kw.get("cwd") or os.getcwd())
+                proc = self.server.fork(kernel_cmd[kernel_cmd.index(STAGE_KERNEL) + 1:],
+                                        dict(kw.get("env") or os.environ), cwd, stage=self.stage)
+                prov.process, prov.pid, prov.pgid, prov.cwd = proc, proc.pid, proc.pid, cwd
+                _KERNELS.append(proc)
+                self._reconcile_connection_info(prov.connection_info)
+                return
             await super()._async_launch_kernel(kernel_cmd, **kw)
             # Kept to stop it on a signal, and to say how it ended when it dies (DeadKernelError says only that).
             proc = getattr(self.provisioner, "process", None)
@@ -114,8 +132,9 @@ def kernel_manager_class() -> type:
     return StageKernelManager
 
 
-# The stage kernels this process started (subprocess.Popen).
+# The stage kernels this process started (subprocess.Popen, or kernel_server.ForkedKernel), and kernel servers.
 _KERNELS: list = []
+_SERVERS: list = []
 
 
 def kill_kernels() -> None:
@@ -134,6 +153,9 @@ def kill_kernels() -> None:
         except Exception:  # noqa: BLE001 - best effort: never let cleanup hide why the run ended
             pass
     _KERNELS.clear()
+    for server in list(_SERVERS):
+        server.kill()
+    _SERVERS.clear()
 
 
 def kernel_end(km: Any = None) -> str:
@@ -169,48 +191,116 @@ class StageKernels:
     """
 
     def __init__(self, kernel_name: str, notebooks: Path, env: dict[str, str] | None = None,
-                 log_file: Path | None = None):
+                 log_file: Path | None = None, fork: bool | None = None):
         """Kernels of ``kernel_name`` for the notebooks in ``notebooks``, each running in that folder (as papermill
         runs them), with this process's environment plus ``env`` (the run's outputs root, compile cache, cores).
 
         ``log_file``: the kernel processes' own output (ipykernel's and ZeroMQ's log lines, C-level messages) is
         appended there instead of reaching this process's terminal; what a notebook prints still reaches the
-        run's log through papermill."""
+        run's log through papermill.
+
+        ``fork``: kernels started ahead are forked from a kernel server (default: yes, unless ``MMM_FORK_KERNELS=0``
+        in the environment)."""
         from jupyter_core.utils import ensure_event_loop
 
         self.kernel_name, self.notebooks, self.env, self.log_file = kernel_name, notebooks, dict(env or {}), log_file
         self.loop = ensure_event_loop()
         self._ready: dict[str, Any] = {}
         self._stopping: list[asyncio.Task] = []
+        self._fork = (os.environ.get(FORK_ENV, "1") != "0") if fork is None else fork
+        self._kernel_server: Any = None
+        self._groups: dict[str, int] = {}  # stage -> how many of the server's module groups its kernel needs
 
-    def _start(self, stage: str) -> Any:
+    def _manager(self, stage: str) -> Any:
         km = kernel_manager_class()(kernel_name=self.kernel_name)
+        km.stage = stage
         try:
             km.preload = preload_modules(self.notebooks / f"{stage}.ipynb")
         except Exception:  # noqa: BLE001 - an unreadable notebook fails in papermill with its own message
             km.preload = []
+        return km
+
+    async def _launch(self, km: Any) -> Any:
         with contextlib.ExitStack() as stack:
             out: dict[str, Any] = {}
             if self.log_file is not None:
-                self.log_file.parent.mkdir(parents=True, exist_ok=True)
                 fh = stack.enter_context(open(self.log_file, "ab"))  # the kernel keeps its own copy of the handle
                 out = {"stdout": fh, "stderr": fh}
-            self.loop.run_until_complete(km.start_kernel(extra_arguments=list(_AHEAD_ARGS), cwd=str(self.notebooks),
-                                                         env={**os.environ, **self.env}, **out))
+            await km.start_kernel(extra_arguments=list(_AHEAD_ARGS), cwd=str(self.notebooks),
+                                  env={**os.environ, **self.env}, **out)
         return km
 
-    def start_ahead(self, stage: str) -> None:
-        """Start ``stage``'s kernel now (it boots and imports while the current stage runs). A kernel that cannot
-        start is not this stage's failure: :meth:`take` tries again for ``stage`` and reports it there."""
-        if stage not in self._ready:
+    def _start(self, stage: str) -> Any:
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        return self.loop.run_until_complete(self._launch(self._manager(stage)))
+
+    async def _start_forked(self, stage: str, server: Any) -> Any:
+        """``stage``'s kernel forked from ``server`` once its imports are done (this task runs on the loop while
+        the current stage executes); a new Python if the server failed."""
+        need = self._groups.get(stage, server.groups)
+        end = self.loop.time() + SERVER_WAIT_S
+        while not server.has_loaded(need) and server.alive and self.loop.time() < end:
+            await asyncio.sleep(0.05)
+        km = self._manager(stage)
+        km.server = server if server.has_loaded(need) else None
+        return await self._launch(km)
+
+    def _server(self) -> Any:
+        """The kernel server, started at the first call (None when forking is off or the server cannot start)."""
+        if self._fork and self._kernel_server is None:
+            from .kernel_server import KernelServer
+
             try:
-                self._ready[stage] = self._start(stage)
-            except Exception:  # noqa: BLE001 - see above
-                pass
+                if self.log_file is not None:
+                    self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                # One group of modules per notebook, in stage order, each without what an earlier one imports: a
+                # stage's kernel is forked once the groups up to its own are in.
+                groups: list[list[str]] = []
+                seen: set[str] = set()
+                for nb in sorted(self.notebooks.glob("*.ipynb")):
+                    with contextlib.suppress(Exception):
+                        mods = [m for m in preload_modules(nb) if m not in seen]
+                        seen.update(mods)
+                        groups.append(mods)
+                        self._groups[nb.stem] = len(groups)
+                with contextlib.ExitStack() as stack:
+                    err = stack.enter_context(open(self.log_file, "ab")) if self.log_file is not None else None
+                    self._kernel_server = KernelServer(groups, {**os.environ, **self.env}, str(self.notebooks),
+                                                       stderr=err)
+                _SERVERS.append(self._kernel_server)
+            except Exception:  # noqa: BLE001 - kernels then start as new Pythons
+                self._fork = False
+        return self._kernel_server
+
+    def warm(self) -> None:
+        """Start the kernel server now (its imports take a few seconds): for a run of more than one stage, called
+        before the first stage so that the second stage's kernel need not wait for them."""
+        self._server()
+
+    def start_ahead(self, stage: str) -> None:
+        """Start ``stage``'s kernel now (it boots and imports while the current stage runs): forked from the kernel
+        server once that has imported its modules, on the event loop the current stage runs on. A kernel that cannot start is not
+        this stage's failure: :meth:`take` tries again for ``stage`` and reports it there."""
+        if stage in self._ready:
+            return
+        server = self._server()
+        if server is not None:
+            self._ready[stage] = self.loop.create_task(self._start_forked(stage, server))
+            return
+        try:
+            self._ready[stage] = self._start(stage)
+        except Exception:  # noqa: BLE001 - see above
+            pass
 
     def take(self, stage: str) -> Any:
         """``stage``'s kernel manager, started (ahead or now); the caller passes it to papermill as ``km``."""
         km = self._ready.pop(stage, None)
+        if isinstance(km, asyncio.Task):
+            try:
+                km = self.loop.run_until_complete(km)
+            except Exception:  # noqa: BLE001 - started again below, where a failure is this stage's
+                km = None
         return km if km is not None else self._start(stage)
 
     def release(self, km: Any, *, now: bool = True) -> None:
@@ -238,6 +328,13 @@ class StageKernels:
         A kernel no stage took may still be starting (importing): it is killed, not asked, as it ran nothing and a
         shutdown request reaching a kernel mid-start makes ipykernel print a traceback."""
         for km in self._ready.values():
+            if isinstance(km, asyncio.Task):  # a kernel being forked ahead: stopped if it started, else cancelled
+                if not km.done():
+                    km.cancel()
+                    continue
+                if km.cancelled() or km.exception() is not None:
+                    continue
+                km = km.result()
             self.release(km)
         self._ready.clear()
         if not self.loop.is_running():
@@ -254,6 +351,11 @@ class StageKernels:
         if any(not t.done() for t in self._stopping):
             kill_kernels()
         self._stopping.clear()
+        if self._kernel_server is not None:  # after its kernels: how they ended comes from it
+            self._kernel_server.close()
+            with contextlib.suppress(ValueError):
+                _SERVERS.remove(self._kernel_server)
+            self._kernel_server = None
         done = [p for p in _KERNELS if p.poll() is not None]
         for p in done:
             _KERNELS.remove(p)

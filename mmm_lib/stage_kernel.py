@@ -27,6 +27,8 @@ def main(argv: list[str]) -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the notebook's own import raises it where the user sees it
             pass
+    if "mmm_lib.plots" in sys.modules:  # imported before this process was a kernel (a forked kernel): switch now
+        sys.modules["mmm_lib.plots"].enable_inline_figures()
     app.start()
 
 

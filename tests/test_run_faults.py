@@ -82,6 +82,16 @@ def stage_kernels(proc: subprocess.Popen, started_after: float, timeout: float =
     pytest.fail("no stage kernel found")
 
 
+def serves(kernel: psutil.Process, stage: str, module: str) -> bool:
+    """Whether ``kernel`` is ``stage``'s: a kernel forked from the run's kernel server is named after its stage; one
+    started as a new Python was told to load the stage's module (the server itself loads every stage's)."""
+    try:
+        cmd = " ".join(kernel.cmdline())
+        return kernel.name() == stage or (module in cmd and "mmm_lib.kernel_server" not in cmd)
+    except psutil.Error:
+        return False
+
+
 def snapshot(folder: Path, names: list[str]) -> dict[str, str]:
     return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
 
@@ -185,7 +195,7 @@ def test_a_killed_kernel_fails_the_stage_with_how_it_died(outputs_root):
     # was started ahead during 01, possibly within a second of the run's start: children of this run only count.
     deadline = time.monotonic() + 60
     while True:
-        mine = [k for k in stage_kernels(proc, t0 - 30) if "mmm_lib.canonicalize" in " ".join(k.cmdline())]
+        mine = [k for k in stage_kernels(proc, t0 - 30) if serves(k, "02_canonicalize", "mmm_lib.canonicalize")]
         if mine or time.monotonic() > deadline:
             break
         time.sleep(0.1)

@@ -119,3 +119,72 @@ def test_the_executed_notebook_is_written_every_few_seconds_not_around_every_cel
     assert len(writes) <= 3, len(writes)  # papermill alone: 2 per cell + 2
     done = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert [c.outputs[0]["text"].strip() for c in done.cells] == [str(i) for i in range(25)]
+
+
+@pytest.mark.slow
+def test_kernels_started_ahead_are_forked_from_one_server_each_in_its_own_process_group(tmp_path):
+    """The run's kernel server imports the notebooks' modules once; each kernel started ahead is a fork of it named
+    after its stage, leading its own process group; a kernel killed says so, and nothing outlives close()."""
+    from mmm_lib.kernel_server import ForkedKernel
+    from mmm_lib.kernels import kernel_end
+
+    _notebook(tmp_path / "01_a.ipynb", "print('a')")
+    _notebook(tmp_path / "02_b.ipynb", "import json\nimport os\nprint('pid', os.getpid(), os.getpgid(0))")
+    _notebook(tmp_path / "03_c.ipynb", "import time\ntime.sleep(60)")
+    kernels = StageKernels("python3", tmp_path, fork=True)
+    try:
+        kernels.warm()
+        first = kernels.take("01_a")  # needed now: a new Python, not waiting for the server
+        assert not isinstance(first.provisioner.process, ForkedKernel)
+        kernels.start_ahead("02_b")
+        kernels.start_ahead("03_c")
+        b = kernels.take("02_b")
+        proc = b.provisioner.process
+        assert isinstance(proc, ForkedKernel)
+        ps = psutil.Process(proc.pid)
+        assert ps.name() == "02_b" and "mmm_lib.kernel_server" in " ".join(ps.parent().cmdline())
+        out = io.StringIO()
+        runner._run_notebook(tmp_path / "02_b.ipynb", tmp_path / "b.out.ipynb", {}, "python3", out, io.StringIO(), b)
+        assert f"pid {proc.pid} {proc.pid}" in out.getvalue()  # its own process group, as a launched kernel's
+        c = kernels.take("03_c")
+        c_pid = c.provisioner.process.pid
+        assert c_pid != proc.pid
+        psutil.Process(c_pid).kill()
+        assert kernel_end(c) == "was killed by SIGKILL (the out-of-memory killer uses SIGKILL: check `dmesg`)"
+        for km in (first, b, c):
+            kernels.release(km)
+    finally:
+        kernels.close()
+    assert not _kernel_children(), "a stage kernel or the kernel server outlived close()"
+
+
+@pytest.mark.slow
+def test_without_a_server_kernels_start_as_new_pythons(tmp_path, monkeypatch):
+    """MMM_FORK_KERNELS=0, or a server that died, leaves every kernel to start the plain way."""
+    from mmm_lib.kernel_server import ForkedKernel
+
+    _notebook(tmp_path / "a.ipynb", "print(1)")
+    monkeypatch.setenv("MMM_FORK_KERNELS", "0")
+    kernels = StageKernels("python3", tmp_path)
+    try:
+        kernels.start_ahead("a")
+        km = kernels.take("a")
+        assert not isinstance(km.provisioner.process, ForkedKernel)
+        kernels.release(km)
+    finally:
+        kernels.close()
+    monkeypatch.delenv("MMM_FORK_KERNELS")
+    kernels = StageKernels("python3", tmp_path)
+    try:
+        kernels.warm()
+        kernels._kernel_server.kill()
+        kernels.start_ahead("a")
+        km = kernels.take("a")
+        assert not isinstance(km.provisioner.process, ForkedKernel)
+        out = io.StringIO()
+        runner._run_notebook(tmp_path / "a.ipynb", tmp_path / "a.out.ipynb", {}, "python3", out, io.StringIO(), km)
+        assert "1" in out.getvalue()
+        kernels.release(km)
+    finally:
+        kernels.close()
+    assert not _kernel_children()

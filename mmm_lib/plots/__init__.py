@@ -32,7 +32,9 @@ def note_figure(text: str) -> Figure:
     return fig
 
 
-def _enable_inline_figures() -> None:
+def enable_inline_figures() -> None:
+    """Inline figure display in the running Jupyter kernel (nothing outside one). Run at import; a kernel forked
+    from a process that imported this package before any kernel existed runs it again once it is one."""
     try:
         from IPython import get_ipython
     except ImportError:  # plain Python: nothing to display into
@@ -42,4 +44,4 @@ def _enable_inline_figures() -> None:
         ip.run_line_magic("matplotlib", "inline")
 
 
-_enable_inline_figures()
+enable_inline_figures()

@@ -1,0 +1,324 @@
+"""A process that imports the stage notebooks' modules once and forks every later stage kernel from itself.
+
+A stage kernel started the plain way is a new Python that imports ipykernel, pandas, matplotlib, ArviZ or PyMC
+again: 1.5–3.5 s of CPU per stage, seven times per run. :class:`KernelServer` starts
+``python -m mmm_lib.kernel_server --preload a,b,…`` once per run (with the run's environment); it imports the
+modules of every stage notebook, then waits. :class:`mmm_lib.kernels.StageKernels` asks it for each kernel it
+starts ahead: the server forks, and the child (a fresh process of its own, in its own session, sharing the loaded
+modules' memory until it writes to it) becomes that stage's kernel exactly as :mod:`mmm_lib.stage_kernel` would.
+Each stage still gets a kernel no other stage used; the server itself runs no stage code.
+
+Protocol, one JSON object per line: the client writes ``{"argv": [...], "env": {...}, "cwd": "..."}`` to the
+server's stdin; the server answers ``{"pid": N}`` on its stdout, ``{"ready": true}`` once its imports are done and
+``{"exit": N, "code": C}`` when a kernel it forked ends (C as :attr:`subprocess.Popen.returncode`: negative for a
+signal). The server ends when its stdin closes (its run ended, or died: nothing outlives it), and a kernel ends
+when the server does (ipykernel's parent poller watches the pid in ``JPY_PARENT_PID``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+MODULE = "mmm_lib.kernel_server"
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+# --------------------------------------------------------------------------- the server process
+
+
+def _name_process(name: str) -> None:
+    """Set the process's short name (what ``ps -o comm`` and psutil's ``name()`` show) to tell its kernels apart."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except Exception:  # noqa: BLE001 - a name is a convenience
+        pass
+
+
+def _child(request: dict[str, Any], keep_out: int) -> None:
+    """In the forked child: become the requested stage kernel, and never return into the server's loop."""
+    code = 1
+    try:
+        os.setsid()  # its own process group, as jupyter_client starts kernels: a signal to it reaches what it starts
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(keep_out, 1)  # the server's stderr: the run's kernel log
+        os.close(null)
+        os.chdir(request["cwd"])
+        env = dict(request["env"])
+        env["JPY_PARENT_PID"] = str(os.getppid())  # ipykernel ends itself when this server is gone
+        os.environ.clear()
+        os.environ.update(env)
+        # ipykernel read JPY_PARENT_PID when this server imported it: the parent to watch is given on the command line.
+        argv = [*request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"]
+        _name_process(request.get("stage") or "mmm-kernel")  # e.g. 02_canonicalize: which stage it serves
+        sys.argv = [MODULE, *argv]
+        from mmm_lib import stage_kernel
+
+        stage_kernel.main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - said on the kernel log, then the process ends
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            import atexit
+
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _say(obj: dict[str, Any]) -> None:
+    os.write(1, (json.dumps(obj) + "\n").encode())
+
+
+class _Server:
+    """The server's loop: fork a kernel per request line on stdin, report children that ended."""
+
+    def __init__(self) -> None:
+        import selectors
+
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(0, selectors.EVENT_READ)
+        self.sel.register(self.wake_r, selectors.EVENT_READ)
+        self.buf = b""
+
+    def handle(self, timeout: float | None) -> bool:
+        """Serve what has arrived (waiting up to ``timeout``; None: until something does). False once stdin closed."""
+        for key, _ in self.sel.select(timeout):
+            if key.fd == self.wake_r:
+                os.read(self.wake_r, 4096)
+                continue
+            chunk = os.read(0, 65536)
+            if not chunk:
+                return False
+            self.buf += chunk
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                self.fork(json.loads(line))
+        _reap()
+        return True
+
+    def fork(self, request: dict[str, Any]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            for fd in (self.wake_r, self.wake_w):
+                os.close(fd)
+            self.sel.close()
+            _child(request, 2)
+        _say({"pid": pid})
+
+
+def serve(groups: list[list[str]]) -> None:
+    """Import the module ``groups`` in order, saying ``{"loaded": k}`` after the k-th and serving requests between
+    them (a stage's kernel is forked as soon as its own modules are in), then serve until stdin closes."""
+    import gc
+    import importlib
+    import warnings
+
+    # What ipykernel sets before a notebook runs, set before matplotlib is imported here (it reads it at import).
+    os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run stops this server itself
+    # The only threads are native ones started by libraries (an allocator's, a BLAS pool's), which register their
+    # own fork handlers; Python 3.12 warns about any thread.
+    warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+    import ipykernel.kernelapp  # noqa: F401 - the kernel's own machinery, loaded once
+
+    server = _Server()
+    for k, group in enumerate(groups, start=1):
+        for name in group:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the notebook's own import raises it where the user sees it
+                pass
+        _say({"loaded": k})
+        if not server.handle(0):
+            return
+    gc.collect()
+    gc.freeze()  # loaded modules' objects stay out of the children's collections: their pages stay shared
+    _say({"ready": True})
+    while server.handle(None):
+        pass
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _say({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+# --------------------------------------------------------------------------- the client, in the run's process
+
+
+class KernelServer:
+    """The run's side of a kernel server: start it, fork kernels from it, learn how they ended."""
+
+    def __init__(self, groups: list[list[str]], env: dict[str, str], cwd: str, stderr: Any = None):
+        """Start the server; it imports the module ``groups`` in order in the background (a kernel that needs the
+        first k groups can be forked once they are in). ``stderr``: where it and its kernels write."""
+        self.groups = len(groups)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", MODULE, "--preload", ";".join(",".join(g) for g in groups)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=cwd, start_new_session=True)
+        self._cond = threading.Condition()
+        self._ready = False
+        self._loaded = 0
+        self._pids: list[int] = []
+        self._exits: dict[int, int] = {}
+        self._send = threading.Lock()
+        threading.Thread(target=self._read, name="mmm-kernel-server", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            with self._cond:
+                if "ready" in msg:
+                    self._ready = True
+                elif "loaded" in msg:
+                    self._loaded = int(msg["loaded"])
+                elif "pid" in msg:
+                    self._pids.append(int(msg["pid"]))
+                elif "exit" in msg:
+                    self._exits[int(msg["exit"])] = int(msg["code"])
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self.alive
+
+    def has_loaded(self, groups: int) -> bool:
+        """Whether the first ``groups`` module groups are imported (a kernel needing them can be forked)."""
+        return (self._ready or self._loaded >= groups) and self.alive
+
+    def fork(self, argv: list[str], env: dict[str, str], cwd: str, stage: str = "",
+             timeout: float = 30.0) -> ForkedKernel:
+        """A new kernel process running ``python -m mmm_lib.stage_kernel ARGV`` (without starting a Python)."""
+        request = json.dumps({"argv": argv, "env": env, "cwd": cwd, "stage": stage}) + "\n"
+        with self._send:
+            with self._cond:
+                self._pids.clear()
+            self.proc.stdin.write(request.encode())  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._pids or not self.alive, timeout) or not self._pids:
+                    raise OSError("the kernel server did not fork a kernel")
+                return ForkedKernel(self._pids.pop(0), self)
+
+    def exit_code(self, pid: int) -> int | None:
+        with self._cond:
+            if pid in self._exits:
+                return self._exits[pid]
+        if not self.alive and not _exists(pid):
+            return 1  # its server is gone, and the kernel with it: how it ended is not known
+        return None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the server (its kernels end with it, or were stopped already)."""
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ForkedKernel:
+    """A kernel the server forked, with the part of :class:`subprocess.Popen` that jupyter_client and the runner
+    use (it is the server's child, not ours: how it ended comes from the server)."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int, server: KernelServer):
+        self.pid, self.server, self.returncode = pid, server, None
+        self.args = [MODULE, str(pid)]
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
+            time.sleep(0.02)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    if sys.path and sys.path[0] in ("", os.getcwd()):  # as ipykernel_launcher: not the working folder first
+        del sys.path[0]
+    args = sys.argv[1:]
+    text = args[1] if args[:1] == ["--preload"] else ""
+    serve([[m for m in group.split(",") if m] for group in text.split(";")] if text else [])
