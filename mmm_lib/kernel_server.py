@@ -54,8 +54,11 @@ def _child(request: dict[str, Any], keep_out: int) -> None:
         signal.set_wakeup_fd(-1)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        os.dup2(keep_out, 1)  # the server's stderr: the run's kernel log
         os.close(null)
+        if request.get("log"):  # the run's kernel log, else the server's stderr
+            keep_out = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(keep_out, 1)
+        os.dup2(keep_out, 2)
         os.chdir(request["cwd"])
         env = dict(request["env"])
         env["JPY_PARENT_PID"] = str(os.getppid())  # ipykernel ends itself when this server is gone
@@ -228,10 +231,11 @@ class KernelServer:
         """Whether the first ``groups`` module groups are imported (a kernel needing them can be forked)."""
         return (self._ready or self._loaded >= groups) and self.alive
 
-    def fork(self, argv: list[str], env: dict[str, str], cwd: str, stage: str = "",
+    def fork(self, argv: list[str], env: dict[str, str], cwd: str, stage: str = "", log: str | None = None,
              timeout: float = 30.0) -> ForkedKernel:
-        """A new kernel process running ``python -m mmm_lib.stage_kernel ARGV`` (without starting a Python)."""
-        request = json.dumps({"argv": argv, "env": env, "cwd": cwd, "stage": stage}) + "\n"
+        """A new kernel process running ``python -m mmm_lib.stage_kernel ARGV`` (without starting a Python), its
+        output appended to ``log`` (default: where the server writes)."""
+        request = json.dumps({"argv": argv, "env": env, "cwd": cwd, "stage": stage, "log": log}) + "\n"
         with self._send:
             with self._cond:
                 self._pids.clear()

@@ -98,6 +98,7 @@ def kernel_manager_class() -> type:
         preload: list[str] = []
         server: Any = None  # a KernelServer that has this stage's modules loaded: the kernel is forked from it
         stage: str = ""
+        log_file: Any = None  # where a forked kernel writes (a launched one is given its handle)
 
         async def _async_interrupt_kernel(self) -> None:
             if self.shutting_down:
@@ -118,7 +119,8 @@ def kernel_manager_class() -> type:
                 prov = self.provisioner
                 cwd = str(kw.get("cwd") or os.getcwd())
                 proc = self.server.fork(kernel_cmd[kernel_cmd.index(STAGE_KERNEL) + 1:],
-                                        dict(kw.get("env") or os.environ), cwd, stage=self.stage)
+                                        dict(kw.get("env") or os.environ), cwd, stage=self.stage,
+                                        log=str(self.log_file) if self.log_file else None)
                 prov.process, prov.pid, prov.pgid, prov.cwd = proc, proc.pid, proc.pid, cwd
                 _KERNELS.append(proc)
                 self._reconcile_connection_info(prov.connection_info)
@@ -179,6 +181,52 @@ def kernel_end(km: Any = None) -> str:
     return f"exited with status {code}"
 
 
+def forking() -> bool:
+    """Whether stage kernels are forked from a kernel server: yes, unless ``MMM_FORK_KERNELS=0``."""
+    return os.environ.get(FORK_ENV, "1") != "0"
+
+
+def module_groups(notebooks: Path) -> tuple[list[list[str]], dict[str, int]]:
+    """What a kernel server for ``notebooks`` imports: one group of modules per notebook, in stage order, each
+    without what an earlier one imports; and per notebook (by stem) how many groups its kernel needs."""
+    groups: list[list[str]] = []
+    needs: dict[str, int] = {}
+    seen: set[str] = set()
+    for nb in sorted(notebooks.glob("*.ipynb")):
+        with contextlib.suppress(Exception):  # an unreadable notebook fails in papermill with its own message
+            mods = [m for m in preload_modules(nb) if m not in seen]
+            seen.update(mods)
+            groups.append(mods)
+            needs[nb.stem] = len(groups)
+    return groups, needs
+
+
+def start_server(notebooks: Path, env: dict[str, str], stderr: Any = None) -> Any:
+    """A :class:`~mmm_lib.kernel_server.KernelServer` for ``notebooks``' kernels, importing in the background,
+    with this process's environment plus ``env``; listed so that :func:`kill_kernels` stops it."""
+    from .kernel_server import KernelServer
+
+    server = KernelServer(module_groups(notebooks)[0], {**os.environ, **env}, str(notebooks), stderr=stderr)
+    _SERVERS.append(server)
+    return server
+
+
+_SHARED: dict[tuple, Any] = {}
+
+
+def shared_server(notebooks: Path, env: dict[str, str]) -> Any:
+    """A kernel server kept for this process's later runs with the same ``env`` (a batch worker runs one run after
+    another: the imports are paid once per worker, and every stage's kernel, the first included, is a fork); one
+    that died is started again. It ends with this process."""
+    key = (str(notebooks), tuple(sorted(env.items())))
+    server = _SHARED.get(key)
+    if server is None or not server.alive:
+        server = _SHARED[key] = start_server(notebooks, env)
+        with contextlib.suppress(ValueError):
+            _SERVERS.remove(server)  # not this run's to kill: the next run on this worker uses it
+    return server
+
+
 CLOSE_WAIT_S = 10.0  # at most this long for kernels to stop when a run ends; the rest are killed
 
 
@@ -191,7 +239,7 @@ class StageKernels:
     """
 
     def __init__(self, kernel_name: str, notebooks: Path, env: dict[str, str] | None = None,
-                 log_file: Path | None = None, fork: bool | None = None):
+                 log_file: Path | None = None, fork: bool | None = None, server: Any = None):
         """Kernels of ``kernel_name`` for the notebooks in ``notebooks``, each running in that folder (as papermill
         runs them), with this process's environment plus ``env`` (the run's outputs root, compile cache, cores).
 
@@ -200,16 +248,20 @@ class StageKernels:
         run's log through papermill.
 
         ``fork``: kernels started ahead are forked from a kernel server (default: yes, unless ``MMM_FORK_KERNELS=0``
-        in the environment)."""
+        in the environment): the run's own, started by :meth:`warm` or the first :meth:`start_ahead` and ended by
+        :meth:`close`, or ``server`` (:func:`shared_server`), which outlives this run and, being ready, also serves
+        the first stage."""
         from jupyter_core.utils import ensure_event_loop
 
         self.kernel_name, self.notebooks, self.env, self.log_file = kernel_name, notebooks, dict(env or {}), log_file
         self.loop = ensure_event_loop()
         self._ready: dict[str, Any] = {}
         self._stopping: list[asyncio.Task] = []
-        self._fork = (os.environ.get(FORK_ENV, "1") != "0") if fork is None else fork
-        self._kernel_server: Any = None
-        self._groups: dict[str, int] = {}  # stage -> how many of the server's module groups its kernel needs
+        self._fork = forking() if fork is None else fork
+        self._kernel_server: Any = server if self._fork else None
+        self._own_server = False
+        # stage -> how many of the server's module groups its kernel needs
+        self._groups: dict[str, int] = module_groups(notebooks)[1] if self._fork else {}
 
     def _manager(self, stage: str) -> Any:
         km = kernel_manager_class()(kernel_name=self.kernel_name)
@@ -224,6 +276,7 @@ class StageKernels:
         with contextlib.ExitStack() as stack:
             out: dict[str, Any] = {}
             if self.log_file is not None:
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
                 fh = stack.enter_context(open(self.log_file, "ab"))  # the kernel keeps its own copy of the handle
                 out = {"stdout": fh, "stderr": fh}
             await km.start_kernel(extra_arguments=list(_AHEAD_ARGS), cwd=str(self.notebooks),
@@ -231,8 +284,6 @@ class StageKernels:
         return km
 
     def _start(self, stage: str) -> Any:
-        if self.log_file is not None:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
         return self.loop.run_until_complete(self._launch(self._manager(stage)))
 
     async def _start_forked(self, stage: str, server: Any) -> Any:
@@ -244,31 +295,19 @@ class StageKernels:
             await asyncio.sleep(0.05)
         km = self._manager(stage)
         km.server = server if server.has_loaded(need) else None
+        km.log_file = self.log_file
         return await self._launch(km)
 
     def _server(self) -> Any:
         """The kernel server, started at the first call (None when forking is off or the server cannot start)."""
         if self._fork and self._kernel_server is None:
-            from .kernel_server import KernelServer
-
             try:
-                if self.log_file is not None:
-                    self.log_file.parent.mkdir(parents=True, exist_ok=True)
-                # One group of modules per notebook, in stage order, each without what an earlier one imports: a
-                # stage's kernel is forked once the groups up to its own are in.
-                groups: list[list[str]] = []
-                seen: set[str] = set()
-                for nb in sorted(self.notebooks.glob("*.ipynb")):
-                    with contextlib.suppress(Exception):
-                        mods = [m for m in preload_modules(nb) if m not in seen]
-                        seen.update(mods)
-                        groups.append(mods)
-                        self._groups[nb.stem] = len(groups)
                 with contextlib.ExitStack() as stack:
-                    err = stack.enter_context(open(self.log_file, "ab")) if self.log_file is not None else None
-                    self._kernel_server = KernelServer(groups, {**os.environ, **self.env}, str(self.notebooks),
-                                                       stderr=err)
-                _SERVERS.append(self._kernel_server)
+                    err = None
+                    if self.log_file is not None:
+                        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                        err = stack.enter_context(open(self.log_file, "ab"))
+                    self._kernel_server, self._own_server = start_server(self.notebooks, self.env, stderr=err), True
             except Exception:  # noqa: BLE001 - kernels then start as new Pythons
                 self._fork = False
         return self._kernel_server
@@ -301,6 +340,10 @@ class StageKernels:
                 km = self.loop.run_until_complete(km)
             except Exception:  # noqa: BLE001 - started again below, where a failure is this stage's
                 km = None
+        if km is None and self._kernel_server is not None and self._kernel_server.has_loaded(
+                self._groups.get(stage, self._kernel_server.groups)):
+            with contextlib.suppress(Exception):  # started the plain way below
+                km = self.loop.run_until_complete(self._start_forked(stage, self._kernel_server))
         return km if km is not None else self._start(stage)
 
     def release(self, km: Any, *, now: bool = True) -> None:
@@ -351,7 +394,7 @@ class StageKernels:
         if any(not t.done() for t in self._stopping):
             kill_kernels()
         self._stopping.clear()
-        if self._kernel_server is not None:  # after its kernels: how they ended comes from it
+        if self._kernel_server is not None and self._own_server:  # after its kernels: how they ended comes from it
             self._kernel_server.close()
             with contextlib.suppress(ValueError):
                 _SERVERS.remove(self._kernel_server)

@@ -41,7 +41,8 @@ from filelock import FileLock, Timeout
 
 from . import report, status as status_mod, tracking
 from .gate import GateVerdict, read_verdict, report_top_banner
-from .kernels import KERNEL_ARGS, StageKernels, kernel_end as _kernel_end, kernel_manager_class as _kernel_manager_class
+from .kernels import KERNEL_ARGS, StageKernels, forking, kernel_end as _kernel_end, shared_server
+from .kernels import kernel_manager_class as _kernel_manager_class
 from .kernels import kill_kernels as _kill_kernels, signal_name
 from .runtime import CORES_ENV, compile_settings, skip_slow_schema_formats
 from .spec import RunSpec, SpecError, load_spec, parse_spec, spec_to_dict
@@ -523,6 +524,7 @@ def run_pipeline(
     outputs: str | Path | None = None,
     cache: str | Path | None = None,
     cores: int | None = None,
+    keep_kernel_server: bool = False,
 ) -> RunResult:
     """Validate the spec, then run the six stages in order; stop at the first failure.
 
@@ -553,6 +555,10 @@ def run_pipeline(
         ``$MMM_CACHE`` or ``~/.cache/mmm_lib``.
     cores
         At most this many chains sample at once (default: the cores this process may use).
+    keep_kernel_server
+        Keep the kernel server (the process the stage kernels are forked from, :mod:`mmm_lib.kernel_server`) for
+        this process's later runs with the same outputs root, cache and cores, instead of one per run: a batch
+        worker pays the stage modules' imports once, and its runs' first stages are forked too.
 
     Returns
     -------
@@ -569,8 +575,10 @@ def run_pipeline(
         SIGINT, SIGTERM or SIGHUP ended the run; ``status.json`` says ``interrupted`` and where.
     """
     with using_outputs(outputs) as root:
+        env = stage_env(root, cache, cores)
+        server = shared_server(notebooks_dir(), env) if keep_kernel_server and forking() else None
         return _run_pipeline(spec_path, run_id, overrides, resume=resume, restart=restart, log=log,
-                             kernel_name=kernel_name, mlflow=mlflow, env=stage_env(root, cache, cores))
+                             kernel_name=kernel_name, mlflow=mlflow, env=env, server=server)
 
 
 def stage_env(outputs: Path, cache: str | Path | None = None, cores: int | None = None) -> dict[str, str]:
@@ -584,7 +592,8 @@ def stage_env(outputs: Path, cache: str | Path | None = None, cores: int | None 
 
 
 def _run_pipeline(spec_path: str | Path, run_id: str | None, overrides: list[str] | None, *, resume: bool,
-                  restart: bool, log: Log, kernel_name: str, mlflow: bool | None, env: dict[str, str]) -> RunResult:
+                  restart: bool, log: Log, kernel_name: str, mlflow: bool | None, env: dict[str, str],
+                  server: Any = None) -> RunResult:
     spec = load_spec(spec_path, overrides)  # SpecError here, before anything is created
     track = tracking.wanted(mlflow, log)  # a missing MLflow is reported now, not after the fit
     run_id = validate_id(run_id or default_run_id(spec_path), "run_id")
@@ -593,7 +602,7 @@ def _run_pipeline(spec_path: str | Path, run_id: str | None, overrides: list[str
     with _stop_on_signals(), _Lock(folder):
         try:
             st = _prepare(folder, run_id, spec, resume=resume, restart=restart, log=log)
-            return _run_stages(folder, run_id, spec, st, log, env, track, kernel_name)
+            return _run_stages(folder, run_id, spec, st, log, env, track, kernel_name, server)
         except RunInterrupted as e:
             raise RunInterrupted(e.signum, _end_interrupted(folder, run_id, spec_path, st, e.signum, log)) from None
         except KeyboardInterrupt:  # signals not routed through our handler (a run outside the main thread)
@@ -723,8 +732,8 @@ class _Reports:
 
 
 def _run_stages(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Log, env: dict, track: bool,
-                kernel_name: str) -> RunResult:
-    kernels = StageKernels(kernel_name, notebooks_dir(), env, folder / "logs" / KERNEL_LOG)
+                kernel_name: str, server: Any = None) -> RunResult:
+    kernels = StageKernels(kernel_name, notebooks_dir(), env, folder / "logs" / KERNEL_LOG, server=server)
     reports = _Reports()
     try:
         return _run_stages_with(folder, run_id, spec, st, log, env, track, kernels, reports)

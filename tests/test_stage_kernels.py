@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import time
 
 import nbformat
 import psutil
@@ -188,3 +189,45 @@ def test_without_a_server_kernels_start_as_new_pythons(tmp_path, monkeypatch):
     finally:
         kernels.close()
     assert not _kernel_children()
+
+
+@pytest.mark.slow
+def test_a_kept_server_serves_later_runs_first_stages_too(tmp_path):
+    """A batch worker keeps one kernel server for its runs (same environment): it outlives each run's close(),
+    and once ready every stage's kernel is a fork of it, the first stage's too, with the run's environment."""
+    from mmm_lib.kernel_server import ForkedKernel
+    from mmm_lib.kernels import shared_server
+
+    _notebook(tmp_path / "01_a.ipynb", "import os\nprint('run', os.environ['MMM_RUN_TAG'])")
+    env = {"MMM_TEST_ENV": "1"}
+    server = shared_server(tmp_path, env)
+    try:
+        assert shared_server(tmp_path, dict(env)) is server
+        deadline = time.monotonic() + 60
+        while not server.ready and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.ready
+        pids = []
+        for run in ("r1", "r2"):
+            kernels = StageKernels("python3", tmp_path, {**env, "MMM_RUN_TAG": run}, tmp_path / run / "kernels.log",
+                                   server=server)
+            try:
+                km = kernels.take("01_a")
+                assert isinstance(km.provisioner.process, ForkedKernel)
+                pids.append(km.provisioner.process.pid)
+                out = io.StringIO()
+                runner._run_notebook(tmp_path / "01_a.ipynb", tmp_path / f"{run}.out.ipynb", {}, "python3", out,
+                                     io.StringIO(), km)
+                assert f"run {run}" in out.getvalue()
+                kernels.release(km)
+            finally:
+                kernels.close()
+            assert server.alive, "the kept server ended with a run"
+            assert (tmp_path / run / "kernels.log").exists()
+        assert pids[0] != pids[1]
+        stage_kernels = [p for p in _kernel_children() if "kernel_server" not in " ".join(p.cmdline())]
+        assert not stage_kernels, "a stage kernel outlived its run"
+    finally:
+        server.close()
+    assert not server.alive and shared_server(tmp_path, env) is not server  # one that ended is started again
+    shared_server(tmp_path, env).close()

@@ -259,7 +259,8 @@ def _run_one(task: dict[str, Any], wname: str, waddr: str) -> dict[str, Any]:
 
         try:
             res = run_pipeline(task["spec_path"], rid, task["overrides"], resume=resume, restart=restart, log=log,
-                               outputs=task["outputs_root"], cache=_cache_for(task, wname), cores=task.get("cores"))
+                               outputs=task["outputs_root"], cache=_cache_for(task, wname), cores=task.get("cores"),
+                               keep_kernel_server=True)  # one per worker: its imports paid once
             rec.update(status=res.status, failed_stage=res.failed_stage, error=res.error)
         except (RunError, ValueError) as e:  # SpecError is a ValueError
             rec.update(status="failed", error=str(e))
