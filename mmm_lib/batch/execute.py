@@ -161,11 +161,21 @@ def _cmdline(p: Any) -> list[str]:
 
 
 class _PeakRSS:
-    """Peak resident memory of this worker process and its children (the stage kernels), sampled."""
+    """Peak resident memory of this worker process and its children (the stage kernels, the kernel server), sampled.
+
+    Counted as PSS where the system reports it (Linux): a page the kernel server shares with the kernels forked
+    from it is counted once, split between them, where summing RSS would count it in each."""
 
     def __init__(self, every_s: float = 1.0):
         self.peak, self._every, self._stop = 0, every_s, threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _resident(p: Any) -> int:
+        try:
+            return int(p.memory_full_info().pss)
+        except (AttributeError, OSError, NotImplementedError):  # no PSS here
+            return int(p.memory_info().rss)
 
     def _loop(self) -> None:
         import psutil
@@ -174,10 +184,10 @@ class _PeakRSS:
         while not self._stop.is_set():
             total = 0
             with contextlib.suppress(psutil.Error):
-                total = me.memory_info().rss
+                total = self._resident(me)
                 for c in me.children(recursive=True):
                     with contextlib.suppress(psutil.Error):
-                        total += c.memory_info().rss
+                        total += self._resident(c)
             self.peak = max(self.peak, total)
             self._stop.wait(self._every)
 
