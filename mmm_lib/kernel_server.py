@@ -1,18 +1,20 @@
-"""A process that imports the stage notebooks' modules once and forks every later stage kernel from itself.
+"""A process that imports the stage notebooks' modules once and forks stage kernels from itself.
 
 A stage kernel started the plain way is a new Python that imports ipykernel, pandas, matplotlib, ArviZ or PyMC
 again: 1.5–3.5 s of CPU per stage, seven times per run. :class:`KernelServer` starts
-``python -m mmm_lib.kernel_server --preload a,b,…`` once per run (with the run's environment); it imports the
-modules of every stage notebook, then waits. :class:`mmm_lib.kernels.StageKernels` asks it for each kernel it
-starts ahead: the server forks, and the child (a fresh process of its own, in its own session, sharing the loaded
-modules' memory until it writes to it) becomes that stage's kernel exactly as :mod:`mmm_lib.stage_kernel` would.
-Each stage still gets a kernel no other stage used; the server itself runs no stage code.
+``python -m mmm_lib.kernel_server --preload a,b;c,…`` (one module group per stage notebook, in stage order) once
+per run, or once per batch worker, with the run's environment. :class:`mmm_lib.kernels.StageKernels` asks it for
+each kernel it starts ahead: the server forks, and the child (a process of its own, in its own session, sharing
+the loaded modules' memory until it writes to it) becomes that stage's kernel exactly as
+:mod:`mmm_lib.stage_kernel` would. Each stage still gets a kernel no other stage used; the server runs no stage
+code.
 
-Protocol, one JSON object per line: the client writes ``{"argv": [...], "env": {...}, "cwd": "..."}`` to the
-server's stdin; the server answers ``{"pid": N}`` on its stdout, ``{"ready": true}`` once its imports are done and
-``{"exit": N, "code": C}`` when a kernel it forked ends (C as :attr:`subprocess.Popen.returncode`: negative for a
-signal). The server ends when its stdin closes (its run ended, or died: nothing outlives it), and a kernel ends
-when the server does (ipykernel's parent poller watches the pid in ``JPY_PARENT_PID``).
+Protocol, one JSON object per line. The client writes ``{"argv", "env", "cwd", "stage", "log"}`` to the server's
+stdin. The server says ``{"loaded": k}`` once its first k module groups are imported (it serves requests between
+groups: a stage's kernel need not wait for later stages' modules), ``{"ready": true}`` once all are,
+``{"pid": N}`` for each kernel it forked, and ``{"exit": N, "code": C}`` when one ends (C as
+:attr:`subprocess.Popen.returncode`: negative for a signal). The server ends when its stdin closes (its run or
+worker ended, or died: nothing outlives it), and a kernel ends when the server does (ipykernel's parent poller).
 """
 
 from __future__ import annotations
@@ -189,6 +191,7 @@ class KernelServer:
         """Start the server; it imports the module ``groups`` in order in the background (a kernel that needs the
         first k groups can be forked once they are in). ``stderr``: where it and its kernels write."""
         self.groups = len(groups)
+        self.needs: dict[str, int] = {}  # per stage, how many groups its kernel needs (set by whoever knows)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", MODULE, "--preload", ";".join(",".join(g) for g in groups)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=cwd, start_new_session=True)

@@ -206,7 +206,9 @@ def start_server(notebooks: Path, env: dict[str, str], stderr: Any = None) -> An
     with this process's environment plus ``env``; listed so that :func:`kill_kernels` stops it."""
     from .kernel_server import KernelServer
 
-    server = KernelServer(module_groups(notebooks)[0], {**os.environ, **env}, str(notebooks), stderr=stderr)
+    groups, needs = module_groups(notebooks)
+    server = KernelServer(groups, {**os.environ, **env}, str(notebooks), stderr=stderr)
+    server.needs = needs
     _SERVERS.append(server)
     return server
 
@@ -260,8 +262,6 @@ class StageKernels:
         self._fork = forking() if fork is None else fork
         self._kernel_server: Any = server if self._fork else None
         self._own_server = False
-        # stage -> how many of the server's module groups its kernel needs
-        self._groups: dict[str, int] = module_groups(notebooks)[1] if self._fork else {}
 
     def _manager(self, stage: str) -> Any:
         km = kernel_manager_class()(kernel_name=self.kernel_name)
@@ -289,7 +289,7 @@ class StageKernels:
     async def _start_forked(self, stage: str, server: Any) -> Any:
         """``stage``'s kernel forked from ``server`` once its imports are done (this task runs on the loop while
         the current stage executes); a new Python if the server failed."""
-        need = self._groups.get(stage, server.groups)
+        need = server.needs.get(stage, server.groups)
         end = self.loop.time() + SERVER_WAIT_S
         while not server.has_loaded(need) and server.alive and self.loop.time() < end:
             await asyncio.sleep(0.05)
@@ -340,10 +340,10 @@ class StageKernels:
                 km = self.loop.run_until_complete(km)
             except Exception:  # noqa: BLE001 - started again below, where a failure is this stage's
                 km = None
-        if km is None and self._kernel_server is not None and self._kernel_server.has_loaded(
-                self._groups.get(stage, self._kernel_server.groups)):
+        server = self._kernel_server
+        if km is None and server is not None and server.has_loaded(server.needs.get(stage, server.groups)):
             with contextlib.suppress(Exception):  # started the plain way below
-                km = self.loop.run_until_complete(self._start_forked(stage, self._kernel_server))
+                km = self.loop.run_until_complete(self._start_forked(stage, server))
         return km if km is not None else self._start(stage)
 
     def release(self, km: Any, *, now: bool = True) -> None:
