@@ -490,7 +490,16 @@ def compute_diagnostics(idata: Any, thresholds: dict[str, float] | None = None,
     r_hat = conv["r_hat"].to_numpy(dtype=float)
     bad = ~(r_hat < th["r_hat_max"])
     max_r_hat = float(np.nanmax(r_hat)) if np.isfinite(r_hat).any() else float("nan")
-    if bad.any():
+    n_chains = _n_chains(idata)
+    if n_chains < 2:  # R-hat compares chains: with one, ArviZ gives NaN for every parameter
+        ok_all = False
+        msg = (f"R-hat cannot be computed: it compares chains, and this fit has {n_chains}; convergence is not "
+               f"checked")
+        one = _finding("RHAT_HIGH", False, msg, [], {"max_r_hat": max_r_hat, "threshold": th["r_hat_max"],
+                                                      "n_failing": n_par, "chains": n_chains})
+        one.remedy = "Sample 2 or more chains (4 for a report you will act on): --set chains=4."
+        findings.append(one)
+    elif bad.any():
         ok_all = False
         bad_names = [names[i] for i in np.where(bad)[0]]
         msg = (
@@ -613,6 +622,11 @@ def _order(names: list[str], values: np.ndarray, high_is_bad: bool) -> list[str]
     vals = np.where(np.isfinite(values), values, np.inf if high_is_bad else -np.inf)
     idx = np.argsort(-vals if high_is_bad else vals, kind="stable")
     return [names[i] for i in idx]
+
+
+def _n_chains(idata: Any) -> int:
+    post = idata["posterior"] if hasattr(idata, "children") and "posterior" in idata.children else idata
+    return int(dict(post.sizes).get("chain", 1))
 
 
 def _n_draws(idata: Any) -> int:

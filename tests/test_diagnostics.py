@@ -451,3 +451,20 @@ def test_groups_written_by_pymc_follow_the_contract():
     assert diag["loo"]["n_obs"] == 80 and diag["loo"]["n_samples"] == 600
     assert diag["ppc"]["n_obs"] == 80 and list(diag["ppc"]["entities"]) == ["s1", "s2"]
     assert {"LOO_OK", "PPC_OK"} <= set(by_code(diag))
+
+
+def test_one_chain_fails_r_hat_with_the_reason_and_gets_a_note_in_place_of_the_rank_plot():
+    """chains: 1 is allowed by the spec. R-hat compares chains (ArviZ gives NaN for one): the check fails saying
+    why and what to set, not "worst: n/a". Rank plots compare chains too (ArviZ's multi-chain test refuses one),
+    so 05_diagnose shows a note instead of failing the stage."""
+    from mmm_lib.plots.fit import plot_rank, plot_trace
+
+    idata = make_idata(n_chains=2, n_draws=200).isel(chain=[0])
+    diag = compute_diagnostics(idata)
+    rhat = next(f for f in diag["findings"] if f["code"] == "RHAT_HIGH")
+    assert "this fit has 1" in rhat["message"] and "n/a" not in rhat["message"]
+    assert "chains=4" in rhat["remedy"] and not diag["passed"]
+    fig = plot_rank(idata)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("compares chains" in t and "this fit has 1" in t and "chains: 2" in t for t in texts), texts
+    assert len(plot_trace(idata).axes) == 16

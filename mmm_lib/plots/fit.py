@@ -228,6 +228,10 @@ def plot_rank(idata: Any, var_names: list[str] | tuple[str, ...] | None = None) 
     from .checks import arviz_figure
 
     tree, items = _arviz_vars(idata, var_names)
+    chains = int(_posterior_dataset(idata).sizes.get("chain", 1))
+    if chains < 2:  # ranks compare chains; ArviZ's multi-chain test refuses one
+        return note_figure(f"No rank plot: it compares chains, and this fit has {chains}. "
+                           "Set chains: 2 or more (4 for a report you will act on) to see it.")
     ncols = min(4, len(items))
     nrows = int(np.ceil(len(items) / ncols))
     pc = azp.plot_rank(tree, backend="matplotlib", labeller=_flat_labeller(), col_wrap=ncols,
