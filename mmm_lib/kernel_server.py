@@ -154,6 +154,9 @@ def serve(groups: list[list[str]]) -> None:
     import ipykernel.kernelapp  # noqa: F401 - the kernel's own machinery, loaded once
 
     server = _Server()
+    # Reap at once, also while a module group is importing (a handler runs between any two bytecodes): a kernel the
+    # run killed must be reported before the run, stopping, kills this server too.
+    signal.signal(signal.SIGCHLD, lambda *_: _reap())
     for k, group in enumerate(groups, start=1):
         for name in group:
             try:
@@ -201,6 +204,7 @@ class KernelServer:
         self._pids: list[int] = []
         self._exits: dict[int, int] = {}
         self._send = threading.Lock()
+        self.killed: set[int] = set()  # kernels sent SIGKILL through ForkedKernel
         threading.Thread(target=self._read, name="mmm-kernel-server", daemon=True).start()
 
     def _read(self) -> None:
@@ -255,7 +259,8 @@ class KernelServer:
             if pid in self._exits:
                 return self._exits[pid]
         if not self.alive and not _exists(pid):
-            return 1  # its server is gone, and the kernel with it: how it ended is not known
+            # Its server is gone before saying how the kernel ended: killed, if it was sent SIGKILL; else unknown.
+            return -signal.SIGKILL if pid in self.killed else 1
         return None
 
     def close(self, timeout: float = 5.0) -> None:
@@ -281,13 +286,21 @@ class KernelServer:
 
 
 def _exists(pid: int) -> bool:
+    """Whether ``pid`` is a live process: a zombie is not (a killed kernel whose server is gone stays one where
+    nothing reaps orphans, as in some containers)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    except PermissionError:
+    except (OSError, IndexError):  # no /proc here
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
         return True
-    return True
 
 
 class ForkedKernel:
@@ -315,7 +328,12 @@ class ForkedKernel:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            if sig == signal.SIGKILL:
+                self.server.killed.add(self.pid)
+            try:
+                os.killpg(self.pid, sig)  # it leads its own process group, as a launched kernel does
+            except OSError:
+                os.kill(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)

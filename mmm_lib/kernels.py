@@ -21,6 +21,7 @@ import contextlib
 import functools
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,10 @@ def kill_kernels() -> None:
     for proc in list(_KERNELS):
         if proc.poll() is None:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                if isinstance(proc, subprocess.Popen):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:  # a forked kernel: its group too, and it remembers (its server may be gone before saying)
+                    proc.kill()
             except OSError:
                 try:
                     proc.kill()
