@@ -154,9 +154,6 @@ def serve(groups: list[list[str]]) -> None:
     import ipykernel.kernelapp  # noqa: F401 - the kernel's own machinery, loaded once
 
     server = _Server()
-    # Reap at once, also while a module group is importing (a handler runs between any two bytecodes): a kernel the
-    # run killed must be reported before the run, stopping, kills this server too.
-    signal.signal(signal.SIGCHLD, lambda *_: _reap())
     for k, group in enumerate(groups, start=1):
         for name in group:
             try:
@@ -194,7 +191,7 @@ class KernelServer:
         """Start the server; it imports the module ``groups`` in order in the background (a kernel that needs the
         first k groups can be forked once they are in). ``stderr``: where it and its kernels write."""
         self.groups = len(groups)
-        self.needs: dict[str, int] = {}  # per stage, how many groups its kernel needs (set by whoever made the groups)
+        self.needs: dict[str, int] = {}  # per stage, how many groups its kernel needs (set by whoever knows)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", MODULE, "--preload", ";".join(",".join(g) for g in groups)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=cwd, start_new_session=True)
@@ -204,7 +201,6 @@ class KernelServer:
         self._pids: list[int] = []
         self._exits: dict[int, int] = {}
         self._send = threading.Lock()
-        self.killed: set[int] = set()  # kernels sent SIGKILL through ForkedKernel
         threading.Thread(target=self._read, name="mmm-kernel-server", daemon=True).start()
 
     def _read(self) -> None:
@@ -234,10 +230,9 @@ class KernelServer:
     def ready(self) -> bool:
         return self._ready and self.alive
 
-    def has_loaded(self, stage: str) -> bool:
-        """Whether ``stage``'s modules (its group and the earlier ones; all, for a stage not in ``needs``) are
-        imported: its kernel can be forked now."""
-        return (self._ready or self._loaded >= self.needs.get(stage, self.groups)) and self.alive
+    def has_loaded(self, groups: int) -> bool:
+        """Whether the first ``groups`` module groups are imported (a kernel needing them can be forked)."""
+        return (self._ready or self._loaded >= groups) and self.alive
 
     def fork(self, argv: list[str], env: dict[str, str], cwd: str, stage: str = "", log: str | None = None,
              timeout: float = 30.0) -> ForkedKernel:
@@ -259,8 +254,7 @@ class KernelServer:
             if pid in self._exits:
                 return self._exits[pid]
         if not self.alive and not _exists(pid):
-            # Its server is gone before saying how the kernel ended: killed, if it was sent SIGKILL; else unknown.
-            return -signal.SIGKILL if pid in self.killed else 1
+            return 1  # its server is gone, and the kernel with it: how it ended is not known
         return None
 
     def close(self, timeout: float = 5.0) -> None:
@@ -286,21 +280,13 @@ class KernelServer:
 
 
 def _exists(pid: int) -> bool:
-    """Whether ``pid`` is a live process: a zombie is not (a killed kernel whose server is gone stays one where
-    nothing reaps orphans, as in some containers)."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    except (OSError, IndexError):  # no /proc here
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
+    except PermissionError:
         return True
+    return True
 
 
 class ForkedKernel:
@@ -328,12 +314,7 @@ class ForkedKernel:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            if sig == signal.SIGKILL:
-                self.server.killed.add(self.pid)
-            try:
-                os.killpg(self.pid, sig)  # it leads its own process group, as a launched kernel does
-            except OSError:
-                os.kill(self.pid, sig)
+            os.kill(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
