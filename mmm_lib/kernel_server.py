@@ -191,7 +191,7 @@ class KernelServer:
         """Start the server; it imports the module ``groups`` in order in the background (a kernel that needs the
         first k groups can be forked once they are in). ``stderr``: where it and its kernels write."""
         self.groups = len(groups)
-        self.needs: dict[str, int] = {}  # per stage, how many groups its kernel needs (set by whoever knows)
+        self.needs: dict[str, int] = {}  # per stage, how many groups its kernel needs (set by whoever made the groups)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", MODULE, "--preload", ";".join(",".join(g) for g in groups)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=cwd, start_new_session=True)
@@ -230,9 +230,10 @@ class KernelServer:
     def ready(self) -> bool:
         return self._ready and self.alive
 
-    def has_loaded(self, groups: int) -> bool:
-        """Whether the first ``groups`` module groups are imported (a kernel needing them can be forked)."""
-        return (self._ready or self._loaded >= groups) and self.alive
+    def has_loaded(self, stage: str) -> bool:
+        """Whether ``stage``'s modules (its group and the earlier ones; all, for a stage not in ``needs``) are
+        imported: its kernel can be forked now."""
+        return (self._ready or self._loaded >= self.needs.get(stage, self.groups)) and self.alive
 
     def fork(self, argv: list[str], env: dict[str, str], cwd: str, stage: str = "", log: str | None = None,
              timeout: float = 30.0) -> ForkedKernel:

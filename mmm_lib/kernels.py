@@ -134,7 +134,8 @@ def kernel_manager_class() -> type:
     return StageKernelManager
 
 
-# The stage kernels this process started (subprocess.Popen, or kernel_server.ForkedKernel), and kernel servers.
+# The stage kernels this process started (subprocess.Popen, or kernel_server.ForkedKernel), and the runs' own kernel
+# servers (not a batch worker's shared one).
 _KERNELS: list = []
 _SERVERS: list = []
 
@@ -203,13 +204,12 @@ def module_groups(notebooks: Path) -> tuple[list[list[str]], dict[str, int]]:
 
 def start_server(notebooks: Path, env: dict[str, str], stderr: Any = None) -> Any:
     """A :class:`~mmm_lib.kernel_server.KernelServer` for ``notebooks``' kernels, importing in the background,
-    with this process's environment plus ``env``; listed so that :func:`kill_kernels` stops it."""
+    with this process's environment plus ``env``."""
     from .kernel_server import KernelServer
 
     groups, needs = module_groups(notebooks)
     server = KernelServer(groups, {**os.environ, **env}, str(notebooks), stderr=stderr)
     server.needs = needs
-    _SERVERS.append(server)
     return server
 
 
@@ -223,9 +223,7 @@ def shared_server(notebooks: Path, env: dict[str, str]) -> Any:
     key = (str(notebooks), tuple(sorted(env.items())))
     server = _SHARED.get(key)
     if server is None or not server.alive:
-        server = _SHARED[key] = start_server(notebooks, env)
-        with contextlib.suppress(ValueError):
-            _SERVERS.remove(server)  # not this run's to kill: the next run on this worker uses it
+        server = _SHARED[key] = start_server(notebooks, env)  # not in _SERVERS: no run's to kill
     return server
 
 
@@ -277,8 +275,9 @@ class StageKernels:
             out: dict[str, Any] = {}
             if self.log_file is not None:
                 self.log_file.parent.mkdir(parents=True, exist_ok=True)
-                fh = stack.enter_context(open(self.log_file, "ab"))  # the kernel keeps its own copy of the handle
-                out = {"stdout": fh, "stderr": fh}
+                if km.server is None:  # a forked kernel opens the log itself
+                    fh = stack.enter_context(open(self.log_file, "ab"))  # the kernel keeps its own copy of the handle
+                    out = {"stdout": fh, "stderr": fh}
             await km.start_kernel(extra_arguments=list(_AHEAD_ARGS), cwd=str(self.notebooks),
                                   env={**os.environ, **self.env}, **out)
         return km
@@ -289,12 +288,11 @@ class StageKernels:
     async def _start_forked(self, stage: str, server: Any) -> Any:
         """``stage``'s kernel forked from ``server`` once its imports are done (this task runs on the loop while
         the current stage executes); a new Python if the server failed."""
-        need = server.needs.get(stage, server.groups)
         end = self.loop.time() + SERVER_WAIT_S
-        while not server.has_loaded(need) and server.alive and self.loop.time() < end:
+        while not server.has_loaded(stage) and server.alive and self.loop.time() < end:
             await asyncio.sleep(0.05)
         km = self._manager(stage)
-        km.server = server if server.has_loaded(need) else None
+        km.server = server if server.has_loaded(stage) else None
         km.log_file = self.log_file
         return await self._launch(km)
 
@@ -308,6 +306,7 @@ class StageKernels:
                         self.log_file.parent.mkdir(parents=True, exist_ok=True)
                         err = stack.enter_context(open(self.log_file, "ab"))
                     self._kernel_server, self._own_server = start_server(self.notebooks, self.env, stderr=err), True
+                _SERVERS.append(self._kernel_server)  # the run's own: a signal stops it with the kernels
             except Exception:  # noqa: BLE001 - kernels then start as new Pythons
                 self._fork = False
         return self._kernel_server
@@ -341,7 +340,7 @@ class StageKernels:
             except Exception:  # noqa: BLE001 - started again below, where a failure is this stage's
                 km = None
         server = self._kernel_server
-        if km is None and server is not None and server.has_loaded(server.needs.get(stage, server.groups)):
+        if km is None and server is not None and server.has_loaded(stage):
             with contextlib.suppress(Exception):  # started the plain way below
                 km = self.loop.run_until_complete(self._start_forked(stage, server))
         return km if km is not None else self._start(stage)

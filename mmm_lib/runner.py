@@ -746,14 +746,14 @@ def _run_stages_with(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Lo
                      kernels: StageKernels, reports: _Reports) -> RunResult:
     start_at = st.pop("_start_at")
     status_mod.write_status(folder, st)
-    if len([s for s in ALL_STAGES if s in st["stages"]]) - start_at > 1:
-        kernels.warm()  # later stages' kernels are forked from it
     result = RunResult(run_id=run_id, run_dir=folder, status="running")
     log(f"run {run_id}: {folder}")
     log(f"  compile cache: {env['PYTENSOR_FLAGS']}")
     t_run = time.perf_counter()
     stages = [s for s in ALL_STAGES if s in st["stages"]]
     n = len(stages)
+    if n - start_at > 1:
+        kernels.warm()  # later stages' kernels are forked from it
 
     def finish(status: str) -> RunResult:
         reports.wait_quietly(log)
