@@ -201,6 +201,7 @@ class KernelServer:
         self._pids: list[int] = []
         self._exits: dict[int, int] = {}
         self._send = threading.Lock()
+        self.killed: set[int] = set()  # kernels sent SIGKILL (through ForkedKernel.kill)
         threading.Thread(target=self._read, name="mmm-kernel-server", daemon=True).start()
 
     def _read(self) -> None:
@@ -254,9 +255,14 @@ class KernelServer:
         with self._cond:
             if pid in self._exits:
                 return self._exits[pid]
-        if not self.alive and not _exists(pid):
-            return 1  # its server is gone, and the kernel with it: how it ended is not known
-        return None
+        if _exists(pid):
+            return None
+        # Ended, and not reported: killed, if it was sent SIGKILL; else its server (alive) says so soon, or (gone)
+        # never will. A zombie counts as ended: where nothing reaps orphans (pid 1 in some containers), a kernel its
+        # server did not reap before it died stays one, and waiting on it would never end.
+        if pid in self.killed:
+            return -signal.SIGKILL
+        return None if self.alive else 1
 
     def close(self, timeout: float = 5.0) -> None:
         """End the server (its kernels end with it, or were stopped already)."""
@@ -281,13 +287,20 @@ class KernelServer:
 
 
 def _exists(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has: it only waits to be reaped)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    except (OSError, IndexError):  # no /proc here: a zombie counts as alive
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
         return True
-    return True
 
 
 class ForkedKernel:
@@ -315,13 +328,21 @@ class ForkedKernel:
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
+            if sig == signal.SIGKILL:
+                self.server.killed.add(self.pid)
             os.kill(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        """SIGKILL to the kernel and what it started (it leads its own process group, as a launched kernel does)."""
+        if self.poll() is None and _exists(self.pid):
+            self.server.killed.add(self.pid)
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:  # not a group leader yet (it was just forked)
+                os.kill(self.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

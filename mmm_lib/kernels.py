@@ -24,6 +24,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from .kernel_server import ForkedKernel
+
 # What a stage kernel's command line contains (ipykernel's own launcher, or ours): `mmm batch` finds them by it.
 KERNEL_MARKERS = ("ipykernel", "mmm_lib.stage_kernel", "mmm_lib.kernel_server")
 STAGE_KERNEL = "mmm_lib.stage_kernel"
@@ -140,12 +142,16 @@ _KERNELS: list = []
 _SERVERS: list = []
 
 
-def kill_kernels() -> None:
-    """Stop every stage kernel still running (and what it started: it leads its own process group)."""
-    for proc in list(_KERNELS):
+def _kill(procs: list) -> None:
+    """SIGKILL each kernel in ``procs`` still running, and what it started (it leads its own process group), then
+    wait for each (5 s at most)."""
+    for proc in procs:
         if proc.poll() is None:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                if isinstance(proc, ForkedKernel):  # it remembers being killed, for when its server is gone first
+                    proc.kill()
+                else:
+                    os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
                 try:
                     proc.kill()
@@ -155,6 +161,11 @@ def kill_kernels() -> None:
             proc.wait(timeout=5)
         except Exception:  # noqa: BLE001 - best effort: never let cleanup hide why the run ended
             pass
+
+
+def kill_kernels() -> None:
+    """Stop every stage kernel still running, and the runs' own kernel servers."""
+    _kill(list(_KERNELS))
     _KERNELS.clear()
     for server in list(_SERVERS):
         server.kill()
@@ -257,6 +268,7 @@ class StageKernels:
         self.loop = ensure_event_loop()
         self._ready: dict[str, Any] = {}
         self._stopping: list[asyncio.Task] = []
+        self._procs: list = []  # every kernel process started here: none outlives close()
         self._fork = forking() if fork is None else fork
         self._kernel_server: Any = server if self._fork else None
         self._own_server = False
@@ -280,6 +292,9 @@ class StageKernels:
                     out = {"stdout": fh, "stderr": fh}
             await km.start_kernel(extra_arguments=list(_AHEAD_ARGS), cwd=str(self.notebooks),
                                   env={**os.environ, **self.env}, **out)
+        proc = getattr(km.provisioner, "process", None)
+        if proc is not None:
+            self._procs.append(proc)
         return km
 
     def _start(self, stage: str) -> Any:
@@ -393,6 +408,8 @@ class StageKernels:
         if any(not t.done() for t in self._stopping):
             kill_kernels()
         self._stopping.clear()
+        _kill(self._procs)  # a kernel a stage took and never released (it failed, or was cut short) ends here too
+        self._procs.clear()
         if self._kernel_server is not None and self._own_server:  # after its kernels: how they ended comes from it
             self._kernel_server.close()
             with contextlib.suppress(ValueError):

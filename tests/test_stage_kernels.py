@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
+import signal
 import time
 
 import nbformat
@@ -142,11 +144,11 @@ def test_kernels_started_ahead_are_forked_from_one_server_each_in_its_own_proces
         b = kernels.take("02_b")
         proc = b.provisioner.process
         assert isinstance(proc, ForkedKernel)
-        ps = psutil.Process(proc.pid)
-        assert ps.name() == "02_b" and "mmm_lib.kernel_server" in " ".join(ps.parent().cmdline())
         out = io.StringIO()
         runner._run_notebook(tmp_path / "02_b.ipynb", tmp_path / "b.out.ipynb", {}, "python3", out, io.StringIO(), b)
         assert f"pid {proc.pid} {proc.pid}" in out.getvalue()  # its own process group, as a launched kernel's
+        ps = psutil.Process(proc.pid)  # (named once it runs: a kernel is handed over before it answers)
+        assert ps.name() == "02_b" and "mmm_lib.kernel_server" in " ".join(ps.parent().cmdline())
         c = kernels.take("03_c")
         c_pid = c.provisioner.process.pid
         assert c_pid != proc.pid
@@ -231,3 +233,51 @@ def test_a_kept_server_serves_later_runs_first_stages_too(tmp_path):
         server.close()
     assert not server.alive and shared_server(tmp_path, env) is not server  # one that ended is started again
     shared_server(tmp_path, env).close()
+
+
+@pytest.mark.slow
+def test_a_forked_kernel_whose_server_died_before_reporting_it_is_not_waited_for_forever(tmp_path):
+    """A kernel ended while its server was busy (importing), then the server died: nothing reaps the kernel where
+    pid 1 does not reap orphans (some containers), and it stays a zombie. It counts as ended all the same: killed
+    by SIGKILL when it was killed, else status 1 (unknown); a run stopping on a signal does not wait on it."""
+    from mmm_lib.kernel_server import ForkedKernel
+    from mmm_lib.kernels import start_server
+
+    _notebook(tmp_path / "a.ipynb", "print(1)")
+    server = start_server(tmp_path, {})
+    try:
+        deadline = time.monotonic() + 60
+        while not server.ready and time.monotonic() < deadline:
+            time.sleep(0.1)
+        killed = server.fork(["-f", str(tmp_path / "none.json")], dict(os.environ), str(tmp_path), stage="a")
+        ended = server.fork(["-f", str(tmp_path / "none.json")], dict(os.environ), str(tmp_path), stage="a")
+        assert isinstance(killed, ForkedKernel) and killed.poll() is None and ended.poll() is None
+        os.kill(server.proc.pid, signal.SIGSTOP)  # busy: it reaps and reports nothing
+        killed.kill()
+        ended.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert killed.poll() == -signal.SIGKILL  # ended, not reported, but known: it was killed
+        assert ended.poll() is None  # ended, not reported: its server, alive, will say how
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        assert ended.wait(timeout=10) == 1  # its server is gone: how it ended is not known
+    finally:
+        server.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fork", [False, True])
+def test_a_kernel_a_stage_took_and_never_released_ends_with_close(tmp_path, fork):
+    """A stage cut short never releases its kernel: close() stops it all the same (forked or not)."""
+    _notebook(tmp_path / "01_a.ipynb", "print(1)")
+    _notebook(tmp_path / "02_b.ipynb", "print(2)")
+    kernels = StageKernels("python3", tmp_path, fork=fork)
+    try:
+        kernels.warm()
+        kernels.take("01_a")
+        kernels.start_ahead("02_b")
+        km = kernels.take("02_b")
+        assert km.provisioner.process.poll() is None
+    finally:
+        kernels.close()
+    assert not _kernel_children(), "a kernel a stage took outlived close()"
