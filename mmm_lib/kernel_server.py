@@ -152,6 +152,7 @@ def serve(groups: list[list[str]]) -> None:
     # own fork handlers; Python 3.12 warns about any thread.
     warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
     import ipykernel.kernelapp  # noqa: F401 - the kernel's own machinery, loaded once
+    import ipykernel.debugger  # noqa: F401 - what the kernel imports as it starts (debugpy)
 
     server = _Server()
     for k, group in enumerate(groups, start=1):
@@ -160,6 +161,7 @@ def serve(groups: list[list[str]]) -> None:
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001 - the notebook's own import raises it where the user sees it
                 pass
+        _load_lazy_modules()
         _say({"loaded": k})
         if not server.handle(0):
             return
@@ -168,6 +170,22 @@ def serve(groups: list[list[str]]) -> None:
     _say({"ready": True})
     while server.handle(None):
         pass
+
+
+def _load_lazy_modules() -> None:
+    """Load the modules that are imported lazily, here, once, instead of in every kernel.
+
+    Some modules are registered in ``sys.modules`` to load at first use: ``arviz_base`` does this with
+    ``jax`` and ``numpyro``. Each kernel's ipykernel reads every loaded module's ``__file__`` as it starts, and
+    that loads them. A forked kernel then spent 1–3 s importing JAX before it could answer (measured on the
+    2-core machine, kernels 04–07). Reading ``__file__`` the same way here makes the forks inherit them loaded.
+    """
+    import warnings
+
+    with warnings.catch_warnings():  # what they warn at import (tqdm: "IProgress not found") a kernel never showed
+        warnings.simplefilter("ignore")
+        for module in list(sys.modules.values()):
+            hasattr(module, "__file__")
 
 
 def _reap() -> None:
@@ -193,7 +211,8 @@ class KernelServer:
         self.groups = len(groups)
         self.needs: dict[str, int] = {}  # per stage, how many groups its kernel needs (set by whoever made the groups)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", MODULE, "--preload", ";".join(",".join(g) for g in groups)],
+            # frozen modules off, as debugpy (imported by every kernel as it starts; here, once) asks
+            [sys.executable, "-Xfrozen_modules=off", "-m", MODULE, "--preload", ";".join(",".join(g) for g in groups)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=cwd, start_new_session=True)
         self._cond = threading.Condition()
         self._ready = False

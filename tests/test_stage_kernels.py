@@ -281,3 +281,29 @@ def test_a_kernel_a_stage_took_and_never_released_ends_with_close(tmp_path, fork
     finally:
         kernels.close()
     assert not _kernel_children(), "a kernel a stage took outlived close()"
+
+
+def test_the_server_loads_lazily_imported_modules_so_its_kernels_do_not_each_load_them():
+    """A module registered to load at first use (arviz_base does this with jax and numpyro) is loaded by the
+    server after each module group: every kernel's ipykernel touches every module as it starts, which would
+    otherwise import it in each forked kernel."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.find_spec('colorsys')\n"
+        "loader = importlib.util.LazyLoader(spec.loader)\n"
+        "spec.loader = loader\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "sys.modules['colorsys'] = module\n"
+        "loader.exec_module(module)\n"
+        "assert type(sys.modules['colorsys']).__name__ == '_LazyModule'\n"
+        "from mmm_lib.kernel_server import _load_lazy_modules\n"
+        "_load_lazy_modules()\n"
+        "assert type(sys.modules['colorsys']).__name__ == 'module', type(sys.modules['colorsys'])\n"
+        "assert 'rgb_to_hsv' in vars(sys.modules['colorsys'])\n"
+    )
+    assert importlib.util.find_spec("colorsys") is not None
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
