@@ -9,9 +9,11 @@ the loaded modules' memory until it writes to it) becomes that stage's kernel ex
 :mod:`mmm_lib.stage_kernel` would. Each stage still gets a kernel no other stage used; the server runs no stage
 code.
 
-Protocol, one JSON object per line. The client writes ``{"argv", "env", "cwd", "stage", "log"}`` to the server's
-stdin. The server says ``{"loaded": k}`` once its first k module groups are imported (it serves requests between
-groups: a stage's kernel need not wait for later stages' modules), ``{"ready": true}`` once all are,
+Protocol, one JSON object per line. The client writes ``{"load": k}`` (import the first k module groups: a run's
+own server imports a stage ahead, a batch worker's all at once) and ``{"argv", "env", "cwd", "stage", "log"}``
+(fork a kernel) to the server's stdin. The server says ``{"loaded": k}`` once its first k module groups are
+imported (it serves requests between groups: a stage's kernel need not wait for later stages' modules),
+``{"ready": true}`` once all are,
 ``{"pid": N}`` for each kernel it forked, and ``{"exit": N, "code": C}`` when one ends (C as
 :attr:`subprocess.Popen.returncode`: negative for a signal). The server ends when its stdin closes (its run or
 worker ended, or died: nothing outlives it), and a kernel ends when the server does (ipykernel's parent poller).
@@ -109,6 +111,7 @@ class _Server:
         self.sel.register(0, selectors.EVENT_READ)
         self.sel.register(self.wake_r, selectors.EVENT_READ)
         self.buf = b""
+        self.wanted = 0  # how many module groups the client has asked for so far
 
     def handle(self, timeout: float | None) -> bool:
         """Serve what has arrived (waiting up to ``timeout``; None: until something does). False once stdin closed."""
@@ -122,7 +125,11 @@ class _Server:
             self.buf += chunk
             while b"\n" in self.buf:
                 line, self.buf = self.buf.split(b"\n", 1)
-                self.fork(json.loads(line))
+                request = json.loads(line)
+                if "load" in request:
+                    self.wanted = max(self.wanted, int(request["load"]))
+                else:
+                    self.fork(request)
         _reap()
         return True
 
@@ -139,8 +146,9 @@ class _Server:
 
 
 def serve(groups: list[list[str]]) -> None:
-    """Import the module ``groups`` in order, saying ``{"loaded": k}`` after the k-th and serving requests between
-    them (a stage's kernel is forked as soon as its own modules are in), then serve until stdin closes."""
+    """Import ipykernel, then the module ``groups`` in order as far as asked (``{"load": k}``), saying
+    ``{"loaded": k}`` after the k-th and serving requests between them (a stage's kernel is forked as soon as its
+    own modules are in); serve until stdin closes."""
     import gc
     import importlib
     import warnings
@@ -155,21 +163,23 @@ def serve(groups: list[list[str]]) -> None:
     import ipykernel.debugger  # noqa: F401 - what the kernel imports as it starts (debugpy)
 
     server = _Server()
-    for k, group in enumerate(groups, start=1):
-        for name in group:
+    loaded = 0
+    if not groups:
+        _say({"ready": True})
+    while server.handle(0 if loaded < min(server.wanted, len(groups)) else None):
+        if loaded >= min(server.wanted, len(groups)):
+            continue
+        for name in groups[loaded]:
             try:
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001 - the notebook's own import raises it where the user sees it
                 pass
         _load_lazy_modules()
-        _say({"loaded": k})
-        if not server.handle(0):
-            return
-    gc.collect()
-    gc.freeze()  # loaded modules' objects stay out of the children's collections: their pages stay shared
-    _say({"ready": True})
-    while server.handle(None):
-        pass
+        loaded += 1
+        gc.freeze()  # loaded modules' objects stay out of the children's collections: their pages stay shared
+        _say({"loaded": loaded})
+        if loaded == len(groups):
+            _say({"ready": True})
 
 
 def _load_lazy_modules() -> None:
@@ -205,9 +215,11 @@ def _reap() -> None:
 class KernelServer:
     """The run's side of a kernel server: start it, fork kernels from it, learn how they ended."""
 
-    def __init__(self, groups: list[list[str]], env: dict[str, str], cwd: str, stderr: Any = None):
-        """Start the server; it imports the module ``groups`` in order in the background (a kernel that needs the
-        first k groups can be forked once they are in). ``stderr``: where it and its kernels write."""
+    def __init__(self, groups: list[list[str]], env: dict[str, str], cwd: str, stderr: Any = None,
+                 eager: bool = False):
+        """Start the server; it imports ipykernel, then the module ``groups`` in order in the background as far as
+        :meth:`prepare` asks (all of them if ``eager``): a kernel that needs the first k groups can be forked once
+        they are in. ``stderr``: where it and its kernels write."""
         self.groups = len(groups)
         self.needs: dict[str, int] = {}  # per stage, how many groups its kernel needs (set by whoever made the groups)
         self.proc = subprocess.Popen(
@@ -222,6 +234,23 @@ class KernelServer:
         self._send = threading.Lock()
         self.killed: set[int] = set()  # kernels sent SIGKILL (through ForkedKernel.kill)
         threading.Thread(target=self._read, name="mmm-kernel-server", daemon=True).start()
+        if eager:
+            self._request({"load": self.groups})
+
+    def _request(self, obj: dict[str, Any]) -> None:
+        with self._send:
+            self.proc.stdin.write((json.dumps(obj) + "\n").encode())  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+
+    def prepare(self, stage: str, ahead: int = 0) -> None:
+        """Have the server import ``stage``'s modules (and ``ahead`` more stages' groups). Asked when a stage's
+        kernel is started ahead, and for the next stage once it is forked: a run's later stages' imports (PyMC,
+        ArviZ, JAX) are spread over its early stages instead of all competing with its first stage, whose kernel
+        is not a fork, and a fork is never kept waiting behind a group its stage does not need."""
+        try:
+            self._request({"load": min(self.needs.get(stage, self.groups) + ahead, self.groups)})
+        except OSError:  # a server that died: kernels start the plain way
+            pass
 
     def _read(self) -> None:
         for line in self.proc.stdout:  # type: ignore[union-attr]
@@ -268,7 +297,9 @@ class KernelServer:
             with self._cond:
                 if not self._cond.wait_for(lambda: self._pids or not self.alive, timeout) or not self._pids:
                     raise OSError("the kernel server did not fork a kernel")
-                return ForkedKernel(self._pids.pop(0), self)
+                kernel = ForkedKernel(self._pids.pop(0), self)
+        self.prepare(stage, ahead=1)  # the next stage's modules, while this one's kernel starts and runs
+        return kernel
 
     def exit_code(self, pid: int) -> int | None:
         with self._cond:

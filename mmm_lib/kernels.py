@@ -213,13 +213,14 @@ def module_groups(notebooks: Path) -> tuple[list[list[str]], dict[str, int]]:
     return groups, needs
 
 
-def start_server(notebooks: Path, env: dict[str, str], stderr: Any = None) -> Any:
-    """A :class:`~mmm_lib.kernel_server.KernelServer` for ``notebooks``' kernels, importing in the background,
-    with this process's environment plus ``env``."""
+def start_server(notebooks: Path, env: dict[str, str], stderr: Any = None, eager: bool = False) -> Any:
+    """A :class:`~mmm_lib.kernel_server.KernelServer` for ``notebooks``' kernels, with this process's environment
+    plus ``env``, importing in the background: every stage's modules (``eager``), or as far as the kernels
+    started ahead ask (a run's own server: see :meth:`StageKernels.start_ahead`)."""
     from .kernel_server import KernelServer
 
     groups, needs = module_groups(notebooks)
-    server = KernelServer(groups, {**os.environ, **env}, str(notebooks), stderr=stderr)
+    server = KernelServer(groups, {**os.environ, **env}, str(notebooks), stderr=stderr, eager=eager)
     server.needs = needs
     return server
 
@@ -234,7 +235,7 @@ def shared_server(notebooks: Path, env: dict[str, str]) -> Any:
     key = (str(notebooks), tuple(sorted(env.items())))
     server = _SHARED.get(key)
     if server is None or not server.alive:
-        server = _SHARED[key] = start_server(notebooks, env)  # not in _SERVERS: no run's to kill
+        server = _SHARED[key] = start_server(notebooks, env, eager=True)  # not in _SERVERS: no run's to kill
     return server
 
 
@@ -303,6 +304,7 @@ class StageKernels:
     async def _start_forked(self, stage: str, server: Any) -> Any:
         """``stage``'s kernel forked from ``server`` once its imports are done (this task runs on the loop while
         the current stage executes); a new Python if the server failed."""
+        server.prepare(stage)
         end = self.loop.time() + SERVER_WAIT_S
         while not server.has_loaded(stage) and server.alive and self.loop.time() < end:
             await asyncio.sleep(0.05)
@@ -327,8 +329,10 @@ class StageKernels:
         return self._kernel_server
 
     def warm(self) -> None:
-        """Start the kernel server now (its imports take a few seconds): for a run of more than one stage, called
-        before the first stage so that the second stage's kernel need not wait for them."""
+        """Start the kernel server now (Python and ipykernel take a second or two): for a run of more than one
+        stage, called before the first stage so that the second stage's kernel need not wait for them. The stages'
+        modules are imported as :meth:`start_ahead` asks, a stage ahead: all at once, they competed with the first
+        stage for the cores (its first cell started 0.4–3.5 s later than without a server, on 2 cores)."""
         self._server()
 
     def start_ahead(self, stage: str) -> None:
@@ -339,6 +343,7 @@ class StageKernels:
             return
         server = self._server()
         if server is not None:
+            server.prepare(stage)  # its imports start now, not when the loop next runs
             self._ready[stage] = self.loop.create_task(self._start_forked(stage, server))
             return
         try:

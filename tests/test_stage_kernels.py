@@ -307,3 +307,40 @@ def test_the_server_loads_lazily_imported_modules_so_its_kernels_do_not_each_loa
     )
     assert importlib.util.find_spec("colorsys") is not None
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_a_runs_own_server_imports_a_stage_ahead_not_everything_at_once(tmp_path):
+    """A run's own server imports a stage's modules when that stage's kernel is asked for, and the next stage's
+    once it forked it, not every stage's at once (they competed with the first stage, which is not a fork); a
+    worker's kept server imports everything at once."""
+    from mmm_lib.kernels import shared_server, start_server
+
+    _notebook(tmp_path / "01_a.ipynb", "import colorsys")
+    _notebook(tmp_path / "02_b.ipynb", "import wave")
+    _notebook(tmp_path / "03_c.ipynb", "import tabnanny")
+
+    def wait_for(cond, s=60.0):
+        deadline = time.monotonic() + s
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return cond()
+
+    server = start_server(tmp_path, {})
+    try:
+        server.prepare("01_a")
+        assert wait_for(lambda: server.has_loaded("01_a"))
+        time.sleep(1.0)  # time enough to import a stdlib module: it was not asked for
+        assert not server.has_loaded("02_b")
+        kernel = server.fork(["-f", str(tmp_path / "k.json")], dict(os.environ), str(tmp_path), stage="01_a")
+        assert wait_for(lambda: server.has_loaded("02_b"))  # the next stage's, once 01's kernel is forked
+        time.sleep(1.0)
+        assert not server.has_loaded("03_c")
+        kernel.kill()
+    finally:
+        server.close()
+    kept = shared_server(tmp_path, {"MMM_TEST_EAGER": "1"})
+    try:
+        assert wait_for(lambda: kept.ready)
+    finally:
+        kept.close()
