@@ -249,7 +249,7 @@ class KernelServer:
         is not a fork, and a fork is never kept waiting behind a group its stage does not need."""
         try:
             self._request({"load": min(self.needs.get(stage, self.groups) + ahead, self.groups)})
-        except OSError:  # a server that died: kernels start the plain way
+        except (OSError, ValueError):  # a server that died or was closed: kernels start the plain way
             pass
 
     def _read(self) -> None:
