@@ -304,7 +304,6 @@ class StageKernels:
     async def _start_forked(self, stage: str, server: Any) -> Any:
         """``stage``'s kernel forked from ``server`` once its imports are done (this task runs on the loop while
         the current stage executes); a new Python if the server failed."""
-        server.prepare(stage)
         end = self.loop.time() + SERVER_WAIT_S
         while not server.has_loaded(stage) and server.alive and self.loop.time() < end:
             await asyncio.sleep(0.05)
@@ -343,7 +342,7 @@ class StageKernels:
             return
         server = self._server()
         if server is not None:
-            server.prepare(stage)  # its imports start now, not when the loop next runs
+            server.prepare(stage)  # its imports start now (take() forks at once only a stage whose modules are in)
             self._ready[stage] = self.loop.create_task(self._start_forked(stage, server))
             return
         try:
