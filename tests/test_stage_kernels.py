@@ -7,6 +7,7 @@ import importlib.util
 import io
 import os
 import signal
+import threading
 import time
 
 import nbformat
@@ -89,6 +90,35 @@ def test_kernel_started_ahead_has_the_modules_loaded_and_figures_inline(tmp_path
     executed = nbformat.read(tmp_path / "b.out.ipynb", as_version=4)
     assert any("image/png" in o.get("data", {}) for o in executed.cells[1].outputs), executed.cells[1].outputs
     assert not _kernel_children(), "a stage kernel outlived close()"
+
+
+def _heartbeats() -> set[threading.Thread]:
+    from jupyter_client.channels import HBChannel
+
+    return {t for t in threading.enumerate() if isinstance(t, HBChannel) and t.is_alive()}
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_a_stages_kernel_client_is_closed_with_its_kernel(tmp_path, release):
+    """papermill leaves its client of a kernel it did not start running: the client's heartbeat thread beat
+    against the stopped kernel for the rest of the process, and garbage collection closed its sockets at some
+    later moment (a run's exit once hung there). Releasing the kernel, or close() for one never released, closes
+    the client: its heartbeat thread ends and its channels are closed."""
+    _notebook(tmp_path / "a.ipynb", "print('a ran')")
+    before = _heartbeats()
+    kernels = StageKernels("python3", tmp_path, fork=False)
+    out = io.StringIO()
+    try:
+        km = kernels.take("a")
+        runner._run_notebook(tmp_path / "a.ipynb", tmp_path / "a.out.ipynb", {}, "python3", out, io.StringIO(), km)
+        assert _heartbeats() - before, "papermill's client has a heartbeat thread while the kernel runs"
+        if release:
+            kernels.release(km)
+            assert not _heartbeats() - before, "the client's heartbeat outlived the release of its kernel"
+    finally:
+        kernels.close()
+    assert "a ran" in out.getvalue()
+    assert not _heartbeats() - before, "a client's heartbeat outlived close()"
 
 
 @pytest.mark.slow
