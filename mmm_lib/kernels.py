@@ -304,8 +304,7 @@ class StageKernels:
         self.loop = ensure_event_loop()
         self._ready: dict[str, Any] = {}
         self._stopping: list[asyncio.Task] = []
-        self._procs: list = []  # every kernel process started here: none outlives close()
-        self._managers: list = []  # and their managers: no client of theirs outlives close() either
+        self._managers: list = []  # every kernel started here: none, nor a client of one, outlives close()
         self._fork = forking() if fork is None else fork
         self._kernel_server: Any = server if self._fork else None
         self._own_server = False
@@ -329,11 +328,12 @@ class StageKernels:
                     out = {"stdout": fh, "stderr": fh}
             await km.start_kernel(extra_arguments=list(_AHEAD_ARGS), cwd=str(self.notebooks),
                                   env={**os.environ, **self.env}, **out)
-        proc = getattr(km.provisioner, "process", None)
-        if proc is not None:
-            self._procs.append(proc)
         self._managers.append(km)
         return km
+
+    def _processes(self) -> list:
+        """The processes of the kernels started here that jupyter_client has not seen end (it forgets one then)."""
+        return [p for km in self._managers if (p := getattr(km.provisioner, "process", None)) is not None]
 
     def _start(self, stage: str) -> Any:
         return self.loop.run_until_complete(self._launch(self._manager(stage)))
@@ -447,15 +447,14 @@ class StageKernels:
                 # Once every kernel has ended (a signal killed them), a shutdown still under way after a second
                 # waits for nothing: a signal raised inside the event loop can drop the callback that would have
                 # resumed it (the run's end then took 10 s longer: 1 of 531 interrupted runs here).
-                ended = all(p.poll() is not None for p in self._procs)
+                ended = all(p.poll() is not None for p in self._processes())
                 wait = asyncio.wait(self._stopping, timeout=ENDED_WAIT_S if ended else CLOSE_WAIT_S)
                 with contextlib.suppress(Exception):
                     self.loop.run_until_complete(wait)
         if any(not t.done() for t in self._stopping):
             kill_kernels()
         self._stopping.clear()
-        _kill(self._procs)  # a kernel a stage took and never released (it failed, or was cut short) ends here too
-        self._procs.clear()
+        _kill(self._processes())  # a kernel a stage took and never released (it failed, or was cut short) ends here too
         for km in self._managers:
             stop_clients(km)
         self._managers.clear()
