@@ -28,13 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sys
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 from filelock import FileLock, Timeout
 
 from . import artifacts
 from .artifacts import ArtifactInvalid
 from .spec import RunSpec, load_spec, spec_to_dict
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # mkstemp creates 0600 files; artifacts should get the usual permissions (0666 minus the umask).
 _UMASK = os.umask(0)
@@ -248,7 +253,8 @@ def to_plain(o: Any) -> Any:
         return int(o)
     if isinstance(o, (float, np.floating)):
         return float(o) if np.isfinite(o) else None
-    if isinstance(o, pd.Timestamp):
+    pd = sys.modules.get("pandas")  # not imported here: a process without pandas holds no Timestamp
+    if pd is not None and isinstance(o, pd.Timestamp):
         return o.isoformat()
     if isinstance(o, Path):
         return str(o)
@@ -275,6 +281,8 @@ def read_parquet(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ArtifactMissing(f"missing artifact: {path}")
+    import pandas as pd
+
     return pd.read_parquet(path)
 
 

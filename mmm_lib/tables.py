@@ -9,17 +9,23 @@ them through :func:`report_table`, which only changes how they look: thousands s
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MISSING = "–"
 
 
 def _missing(v: Any) -> bool:
-    if v is None or v is pd.NA or v is pd.NaT:
+    if v is None:
+        return True
+    pd = sys.modules.get("pandas")  # imported only where a table is built: the runner formats plain numbers
+    if pd is not None and (v is pd.NA or v is pd.NaT):
         return True
     try:
         return bool(isinstance(v, (float, np.floating)) and math.isnan(v))
@@ -114,6 +120,8 @@ def report_table(
     wrap
         Let long text wrap, left-aligned (messages, remedies).
     """
+    import pandas as pd
+
     formats = dict(formats or {})
     for c in ints:
         formats.setdefault(c, fmt_int)

@@ -81,3 +81,22 @@ def test_index_is_rendered_from_the_jinja_template_with_every_user_string_escape
     assert text.count(EVIL) >= 5  # data path, grain, target, drivers, run error, stage error
     assert "Run failed" in text and "1 errors, 0 warnings" in text
     assert "&lt;script&gt;" in page
+
+
+def test_stage_pages_rendered_one_after_another_do_not_carry_anything_over(tmp_path):
+    """A process renders every stage's two pages with the same exporters: a page is the same whether it is the
+    first rendered or follows another with code or a banner, and a banner or code shows only where asked for."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# ROI"),
+                nbformat.v4.new_code_cell("secret_code_line = 42", outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text="the visible answer\n")])]  # fmt: skip
+    first = report.export_html(nb, tmp_path / "a.html", hide_code=True).read_text()
+    banner = "<div>PROVISIONAL_BAR</div>"
+    code = report.export_html(nb, tmp_path / "b.html", hide_code=False, banner_html=banner).read_text()
+    again = report.export_html(nb, tmp_path / "c.html", hide_code=True).read_text()
+    assert again == first
+    assert "the visible answer" in first and "secret_code_line" not in first and "PROVISIONAL_BAR" not in first
+    assert "secret_code_line" in code and "PROVISIONAL_BAR" in code
+    assert len(nb.cells) == 2  # the notebook given is not changed

@@ -247,3 +247,12 @@ def test_mmm_optimize_reruns_07_on_the_fitted_run(completed_run, monkeypatch, ca
     err = capsys.readouterr().err
     assert "infeasible bounds" in err and "act_tv: ±30% of current" in err and "set a budget between" in err
     assert json.loads((res.run_dir / "optimization.json").read_text()) == opt  # the earlier answer is kept
+
+
+def test_the_runner_does_not_import_pandas_before_its_first_kernel_starts():
+    """`mmm run` starts the first stage's kernel right after its own imports: pandas (0.4–0.5 s here) is imported
+    by the kernels that use it, not by the runner on the way to the first stage."""
+    code = ("import sys; from mmm_lib import cli, runner; cli.build_parser(); "
+            "print('pandas' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
