@@ -2,10 +2,12 @@
 
 Usage (from the repo root, after `make env`)::
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--spec params/example.yaml] [--warm-runs 1]
+    .venv/bin/python benchmarks/bench_pipeline.py [--spec params/example.yaml] [--cold-runs 1] [--warm-runs 1]
 
-"Cold" uses a fresh, empty compile cache ($MMM_CACHE in a temp folder); "warm" reruns with the same
-cache. Peak RSS is GNU time's maximum resident set size of the largest process in the run (the runner
+"Cold" uses a fresh, empty compile cache ($MMM_CACHE in a temp folder), a new one for each cold run; "warm" reruns
+with the last cold run's cache. With more than one run of a kind, the median is printed too (this machine's
+timings vary by several seconds from run to run: the cold target, <= 30 s for params/baseline.yaml, is read
+from the median). Peak RSS is GNU time's maximum resident set size of the largest process in the run (the runner
 or one of its notebook kernels). Timings on a shared machine are noisy: compare ratios.
 
 Then, per stage of the last warm run, the stage overhead: its critical-path wall (from the previous stage's
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -49,18 +52,24 @@ def run_once(spec: str, run_id: str, env: dict[str, str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--spec", default="params/example.yaml")
-    ap.add_argument("--warm-runs", type=int, default=1)
+    ap.add_argument("--cold-runs", type=int, default=1, help="runs each with a new, empty compile cache")
+    ap.add_argument("--warm-runs", type=int, default=1, help="runs with the last cold run's cache")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mmm-bench-") as tmp:
-        env = dict(os.environ, MMM_CACHE=str(Path(tmp) / "cache"), MMM_OUTPUTS=str(Path(tmp) / "outputs"))
+        env = dict(os.environ, MMM_OUTPUTS=str(Path(tmp) / "outputs"))
         env.pop("PYTENSOR_FLAGS", None)
-        results = {"cold": run_once(args.spec, "bench_cold", env)}
+        results = {}
+        for i in range(max(args.cold_runs, 1)):
+            env["MMM_CACHE"] = str(Path(tmp) / f"cache{i + 1}")
+            results[f"cold{i + 1}"] = run_once(args.spec, f"bench_cold{i + 1}", env)
         for i in range(args.warm_runs):
             results[f"warm{i + 1}"] = run_once(args.spec, f"bench_warm{i + 1}", env)
 
     names = list(results)
-    stages = list(results["cold"]["stages"])
+    colds = [n for n in names if n.startswith("cold")]
+    warms = [n for n in names if n.startswith("warm")]
+    stages = list(results[colds[0]]["stages"])
     print(f"spec: {args.spec}   machine: {os.cpu_count()} CPUs   python {sys.version.split()[0]}")
     print(f"{'stage':<18}" + "".join(f"{n:>12}" for n in names))
     for s in stages:
@@ -68,13 +77,19 @@ def main() -> None:
     print(f"{'total (wall)':<18}" + "".join(f"{results[n]['wall_s']:>11.1f}s" for n in names))
     print(f"{'  of which NUTS':<18}" + "".join(f"{(results[n]['sampling_s'] or 0):>11.1f}s" for n in names))
     print(f"{'peak RSS':<18}" + "".join(f"{results[n]['peak_rss_mb']:>10.0f}MB" for n in names))
-    cold, warm = results["cold"]["wall_s"], results[names[-1]]["wall_s"]
-    print(f"warm / cold total: {warm / cold:.2f}")
-    print(f"\nstage overhead, {names[-1]} (wall from the previous stage's end, minus time in cells; target <= 0.5 s):")
+    cold = statistics.median(results[n]["wall_s"] for n in colds)
+    print(f"cold total, median of {len(colds)}: {cold:.1f} s")
+    if not warms:
+        return
+    warm = statistics.median(results[n]["wall_s"] for n in warms)
+    print(f"warm total, median of {len(warms)}: {warm:.1f} s   warm / cold: {warm / cold:.2f}")
+    print(f"\nstage overhead, median of the {len(warms)} warm run(s) (wall from the previous stage's end, minus time in "
+          "cells; target <= 0.5 s):")
     print(f"{'stage':<20}{'wall':>9}{'in cells':>10}{'overhead':>10}")
-    for row in results[names[-1]]["timeline"]:
-        print(f"{row['stage']:<20}{row['wall_s']:>8.1f}s{row['cells_s']:>9.1f}s{row['overhead_s']:>9.1f}s")
-
+    rows = [results[n]["timeline"] for n in warms]
+    for i, row in enumerate(rows[0]):
+        med = {k: statistics.median(r[i][k] for r in rows) for k in ("wall_s", "cells_s", "overhead_s")}
+        print(f"{row['stage']:<20}{med['wall_s']:>8.1f}s{med['cells_s']:>9.1f}s{med['overhead_s']:>9.1f}s")
 
 if __name__ == "__main__":
     main()
