@@ -292,11 +292,10 @@ def _jitted_jax_logp(sampler: str) -> Any:
     model structure and a dispatch per operation on a known one. Jitted, it is one compile. Measured on the
     baseline model (`params/baseline.yaml`'s run, a new process per fit, alternating with the unjitted version):
     the fit took 8.7–9.6 s against 10.5–11.2 s with an empty compile cache, 3.7–4.1 s against 4.1–4.2 s with a
-    filled one. The sampler gets the
-    same function (numpyro jits it inside its own NUTS step), so the draws are those of the same density; they
-    are not bit for bit those of PyMC's unjitted function (the fused arithmetic rounds differently), and the same
-    seed still gives the same draws run after run, cold or warm. Without PyMC's ``get_jaxified_logp`` (another
-    PyMC version) nothing is changed."""
+    filled one. The sampler gets the same function (numpyro jits it inside its own NUTS step), so the draws are
+    those of the same density; they are not bit for bit those of PyMC's unjitted function (the fused arithmetic
+    rounds differently), and the same seed still gives the same draws run after run, cold or warm. Without PyMC's
+    ``get_jaxified_logp`` (another PyMC version) nothing is changed."""
     if sampler != "numpyro":
         yield
         return

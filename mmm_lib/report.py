@@ -43,7 +43,7 @@ def _exporter(hide_code: bool) -> Any:
     c.TagRemovePreprocessor.remove_cell_tags = _REMOVE_TAGS
     c.TagRemovePreprocessor.remove_input_tags = (_BANNER_TAG,)
     c.HTMLExporter.preprocessors = ["nbconvert.preprocessors.TagRemovePreprocessor"]
-    exporter = HTMLExporter(
+    return HTMLExporter(
         config=c,
         template_name="mmm_report",  # lab, minus CDN scripts: the file is self-contained
         extra_template_basedirs=[str(TEMPLATES)],
@@ -52,7 +52,6 @@ def _exporter(hide_code: bool) -> Any:
         exclude_output_prompt=True,
         embed_images=True,
     )
-    return exporter
 
 
 def export_html(notebook: Any, html_path: Path, *, hide_code: bool = True, banner_html: str | None = None) -> Path:
