@@ -10,8 +10,8 @@ timings vary by several seconds from run to run: the cold target, <= 30 s for pa
 from the median). Peak RSS is GNU time's maximum resident set size of the largest process in the run (the runner
 or one of its notebook kernels). Timings on a shared machine are noisy: compare ratios.
 
-Then, per stage of the last warm run, the stage overhead: its critical-path wall (from the previous stage's
-end) minus the time inside its code cells (``stage_timeline.py``); target ≤ 0.5 s per stage.
+Then, per stage, the median over the warm runs of the stage overhead: its critical-path wall (from the previous
+stage's end) minus the time inside its code cells (``stage_timeline.py``); target ≤ 0.5 s per stage.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ def main() -> None:
     for i, row in enumerate(rows[0]):
         med = {k: statistics.median(r[i][k] for r in rows) for k in ("wall_s", "cells_s", "overhead_s")}
         print(f"{row['stage']:<20}{med['wall_s']:>8.1f}s{med['cells_s']:>9.1f}s{med['overhead_s']:>9.1f}s")
+
 
 if __name__ == "__main__":
     main()
