@@ -151,7 +151,7 @@ def _compile_cache_state(sampler: str = "pymc") -> str:
 # Typical compile times (README "Performance", the 2-core development machine): a cold cache
 # compiles everything; a warm one reuses cached kernels (a new model structure still compiles parts).
 # numpyro's ticker covers compiling and sampling (the baseline model's pm.sample: 9.6 s cold, 4.4 s warm).
-COMPILE_TYPICAL = {"nutpie": ("~60 s", "~10–15 s"), "pymc": ("~60 s", "~2–5 s"), "numpyro": ("~10 s", "~4 s")}
+COMPILE_TYPICAL = {"nutpie": ("~60 s", "~5 s"), "pymc": ("~60 s", "~2–5 s"), "numpyro": ("~10 s", "~4 s")}
 
 
 _ACTIVE_TICKERS: set[Any] = set()
@@ -171,7 +171,7 @@ if hasattr(os, "register_at_fork"):
 class _CompileTicker:
     """While a compile runs (no progress callback exists), a line every ``interval`` seconds.
 
-    ``compiling model for nutpie (numba) … elapsed 20 s (usually ~60 s cold, ~10–15 s warm; the compile
+    ``compiling model for nutpie (numba) … elapsed 20 s (usually ~60 s cold, ~5 s warm; the compile
     cache has entries)``.
     Use as a context manager, or call :meth:`stop` early (e.g. when the first draw arrives).
     """
@@ -235,9 +235,11 @@ def _nutpie_sample(model: Any, spec: Any, cores: int, progress: bool) -> tuple[A
     import nutpie
     from pymc.backends.arviz import patch_nutpie_idata
 
+    from .nutpie_compile import compile_model
+
     t0 = time.perf_counter()
     with _CompileTicker("compiling model for nutpie (numba)", "nutpie", progress):
-        compiled = nutpie.compile_pymc_model(model, backend="numba")
+        compiled = compile_model(model)
     compile_s = time.perf_counter() - t0
     if progress:
         _say(f"compiled in {compile_s:.1f} s")

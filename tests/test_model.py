@@ -200,11 +200,15 @@ def test_adstock_numpy_and_pytensor_agree(normalize):
 # --------------------------------------------------------------------------- a small panel through the pipeline
 
 
+def small_panel():
+    """3 entities × 80 weeks × 4 channels, from known truth (also used by test_model_pymc's child processes)."""
+    return simulate_panel(n_entities=3, n_periods=80, n_channels=4, seed=1,
+                          windows={"carryover_months": 3, "estimation_months": 12})  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def panel():
-    data, truth = simulate_panel(n_entities=3, n_periods=80, n_channels=4, seed=1,
-                                 windows={"carryover_months": 3, "estimation_months": 12})  # fmt: skip
-    return data, truth
+    return small_panel()
 
 
 def _raw_spec(truth, transforms="fixed", level="brand", saturation="hill", priors=None):

@@ -571,7 +571,7 @@ def test_compile_ticker_prints_elapsed_with_honest_hint(capsys):
     ticker = mp._CompileTicker("compiling model for nutpie (numba)", "nutpie", True, interval=0.01, clock=clock,
                                cache_state="cold")
     assert ticker.line(clock.t + 20) == ("compiling model for nutpie (numba) … elapsed 20 s "
-                                         "(usually ~60 s cold, ~10–15 s warm; the compile cache is empty)")
+                                         "(usually ~60 s cold, ~5 s warm; the compile cache is empty)")
     with ticker:
         clock.t += 10.0
         deadline = time.monotonic() + 5
@@ -632,3 +632,56 @@ def test_numpyro_draws_are_the_same_with_an_empty_and_a_filled_jax_cache(tmp_pat
     assert any((tmp_path / "jax").iterdir()), "the first fit left nothing in the JAX cache"
     assert fit()["draws"] == cold["draws"]
     assert cold["programs"] <= 40, f"{cold['programs']} XLA programs: the starting points' log density ran op by op"
+
+
+# A new process that compiles the small learned entity model for nutpie (mmm_lib.nutpie_compile) and samples it;
+# with "both", also with nutpie's own compile. Prints the draws and whether numba loaded each C callback from its cache.
+_NUTPIE_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import nutpie
+from test_model import _artifacts, small_panel
+from mmm_lib.model import from_artifacts
+from mmm_lib.nutpie_compile import compile_model
+feats, meta, scaler, spec = _artifacts(small_panel(), "learned", "entity")
+model = from_artifacts(feats, meta, scaler, spec.model).build()
+
+def draws(compiled):
+    post = nutpie.sample(compiled, draws=100, tune=100, chains=2, cores=2, seed=11, progress_bar=False)["posterior"]
+    return {name: post[name].values.ravel().tolist() for name in sorted(post.data_vars)}
+
+compiled = compile_model(model)
+out = {"draws": draws(compiled), "hits": [compiled.compiled_logp_func.cache_hits, compiled.compiled_expand_func.cache_hits]}
+if sys.argv[2] == "both":
+    out["nutpie_draws"] = draws(nutpie.compile_pymc_model(model, backend="numba"))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_nutpie_callbacks_are_loaded_from_the_compile_cache_and_draw_what_nutpies_own_draw(tmp_path):
+    """nutpie's own compile builds its two numba C callbacks again in every process (7–10 s and ~3 s on the
+    example's default model, every fit); mmm_lib.nutpie_compile's are kept in the compile cache. A second process
+    must load both from there, and the draws must be those of nutpie's own compile, cold and warm."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mmm_lib.runtime import compile_settings
+
+    env = dict(os.environ, **compile_settings(tmp_path))  # an empty cache, fastmath off (as a run's kernels get)
+
+    def child(mode: str) -> dict:
+        p = subprocess.run([sys.executable, "-c", _NUTPIE_CHILD, str(Path(__file__).parent), mode], env=env,
+                           capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    cold = child("mine")
+    assert cold["hits"] == [0, 0]  # an empty cache: compiled here
+    warm = child("both")
+    assert warm["hits"] == [1, 1], "the C callbacks were compiled again instead of loaded from the cache"
+    assert warm["draws"] == cold["draws"]
+    assert warm["nutpie_draws"] == warm["draws"]
+    assert set(warm["draws"]) >= {"beta", "decay", "half_saturation"} and len(warm["draws"]["decay"]) == 2 * 100 * 4
