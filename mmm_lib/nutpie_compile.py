@@ -96,7 +96,8 @@ def _cache_key(inner: Any, src: str) -> str | None:
     """PyTensor's cache key of the function called plus a hash of the callback's source (None: not cacheable)."""
     from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
 
-    inner_key = CACHED_SRC_FUNCTIONS.get(getattr(inner, "py_func", None))
+    py_func = getattr(inner, "py_func", None)
+    inner_key = CACHED_SRC_FUNCTIONS.get(py_func) if py_func is not None else None
     if inner_key is None:
         return None
     versions = ",".join(importlib.metadata.version(p) for p in ("nutpie", "pytensor", "numba"))

@@ -685,3 +685,43 @@ def test_nutpie_callbacks_are_loaded_from_the_compile_cache_and_draw_what_nutpie
     assert warm["draws"] == cold["draws"]
     assert warm["nutpie_draws"] == warm["draws"]
     assert set(warm["draws"]) >= {"beta", "decay", "half_saturation"} and len(warm["draws"]["decay"]) == 2 * 100 * 4
+
+
+@pytest.mark.slow
+def test_nutpie_callbacks_compute_the_models_log_density_and_draws_for_data_of_any_rank():
+    """The generated C callbacks reach each data array through the pointer table: a 0-d, a 1-d integer and a
+    2-d array here. Their log density, gradient and expanded draw must be PyTensor's own at a few points."""
+    import ctypes
+
+    import pymc as pm
+
+    from mmm_lib.nutpie_compile import compile_model
+
+    rng = np.random.default_rng(4)
+    with pm.Model() as model:
+        scale = pm.Data("scale", 1.5)
+        groups = pm.Data("groups", np.array([0, 1, 1, 2, 0, 2]))
+        x = pm.Data("x", rng.normal(size=(6, 2)))
+        b = pm.Normal("b", 0, 1, shape=2)
+        a = pm.Normal("a", 0, 1, shape=3)
+        s = pm.HalfNormal("s", 1)
+        mu = pm.Deterministic("mu", a[groups] + x @ b * scale)
+        pm.Normal("y", mu, s, observed=rng.normal(size=6))
+    compiled = compile_model(model)
+    assert compiled.n_dim == 6
+    P = ctypes.POINTER(ctypes.c_double)
+    grad, logp, expanded = np.zeros(compiled.n_dim), np.zeros(()), np.zeros(compiled.n_expanded)
+    for _ in range(3):
+        point = rng.normal(size=compiled.n_dim)
+        rc = compiled.compiled_logp_func.ctypes(compiled.n_dim, point.ctypes.data_as(P), grad.ctypes.data_as(P),
+                                                logp.ctypes.data_as(P), compiled.user_data.ctypes.data)
+        want_logp, want_grad = compiled.logp_func(point)
+        assert rc == 0 and float(logp) == float(want_logp) and np.array_equal(grad, want_grad)
+        rc = compiled.compiled_expand_func.ctypes(compiled.n_dim, compiled.n_expanded, point.ctypes.data_as(P),
+                                                  expanded.ctypes.data_as(P), compiled.user_data.ctypes.data)
+        assert rc == 0 and np.array_equal(expanded, compiled.expand_func(point)[0])
+    # a wrong dimension is refused, as nutpie's own callback refuses it
+    assert compiled.compiled_logp_func.ctypes(compiled.n_dim + 1, point.ctypes.data_as(P), grad.ctypes.data_as(P),
+                                              logp.ctypes.data_as(P), compiled.user_data.ctypes.data) == -1
+    with pytest.raises(NotImplementedError, match="compile the model again"):
+        compiled.with_data(x=np.zeros((6, 2)))
