@@ -277,6 +277,28 @@ CLOSE_WAIT_S = 10.0  # at most this long for kernels to stop when a run ends; th
 ENDED_WAIT_S = 1.0  # at most this long for the shutdowns' clean-up once every kernel has ended
 
 
+def _quiet_about_interrupts(loop: asyncio.AbstractEventLoop) -> None:
+    """A signal that ends a run (:class:`mmm_lib.runner.RunInterrupted`, a ``KeyboardInterrupt``) can arrive
+    while one of this loop's tasks runs (a kernel's shutdown, a kernel started ahead): the run gets it and
+    records its end, but the task keeps it too, and when the task is collected asyncio printed "Task exception
+    was never retrieved" with a traceback after the run's one-line error. Those are not errors; every other
+    exception is still reported the usual way."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiet_about_interrupts", False):  # set by an earlier run on this loop
+        return
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict) -> None:
+        if isinstance(context.get("exception"), KeyboardInterrupt):
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    handler.quiet_about_interrupts = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
+
+
 class StageKernels:
     """The run's stage kernels: :meth:`take` gives a stage its kernel (started ahead if :meth:`start_ahead` was
     called for it), :meth:`release` stops it without waiting, :meth:`close` ends them all.
@@ -302,6 +324,7 @@ class StageKernels:
 
         self.kernel_name, self.notebooks, self.env, self.log_file = kernel_name, notebooks, dict(env or {}), log_file
         self.loop = ensure_event_loop()
+        _quiet_about_interrupts(self.loop)
         self._ready: dict[str, Any] = {}
         self._stopping: list[asyncio.Task] = []
         self._managers: list = []  # every kernel started here: none, nor a client of one, outlives close()
