@@ -401,3 +401,8 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     text = args[1] if args[:1] == ["--preload"] else ""
     serve([[m for m in group.split(",") if m] for group in text.split(";")] if text else [])
+    # Its run has ended: nothing is left to write but what was said. Tearing down the modules it loaded (PyMC,
+    # ArviZ, pandas) took 0.1–0.2 s that the run's end waited for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

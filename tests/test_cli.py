@@ -24,6 +24,22 @@ def test_module_entry_point_runs():
     assert out.returncode == 0 and "datasets" in out.stdout and "outputs" in out.stdout
 
 
+@pytest.mark.parametrize("command", ["console script", "module"])
+def test_the_command_exits_with_mains_code_and_all_its_output(outputs_root, tmp_path, command):
+    """`mmm` freezes what the run left before Python's exit (its collection then skips it): the exit code is
+    still main's and everything printed reaches the reader."""
+    mmm = Path(sys.executable).parent / "mmm"
+    if command == "console script" and not mmm.exists():
+        pytest.fail(f"{mmm} is missing: install the package (make env)")
+    cmd = [str(mmm)] if command == "console script" else [sys.executable, "-m", "mmm_lib"]
+    ok = subprocess.run([*cmd, "datasets", "add", str(SAMPLE), "--id", "sample"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["sha256"] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
+    bad = subprocess.run([*cmd, "run", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: run spec not found"), bad.stderr
+
+
 def test_datasets_add_keeps_file_bytes_and_lists(capsys, outputs_root):
     assert main(["datasets", "add", str(SAMPLE), "--id", "sample"]) == 0
     meta = _json(capsys)
