@@ -314,12 +314,17 @@ class KernelServer:
             return -signal.SIGKILL
         return None if self.alive else 1
 
+    def end(self) -> None:
+        """Ask the server to end (its stdin closes) and return at once; :meth:`close` waits for it."""
+        with self._send:  # not in the middle of a request
+            try:
+                self.proc.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+
     def close(self, timeout: float = 5.0) -> None:
         """End the server (its kernels end with it, or were stopped already)."""
-        try:
-            self.proc.stdin.close()  # type: ignore[union-attr]
-        except OSError:
-            pass
+        self.end()
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

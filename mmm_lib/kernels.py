@@ -19,8 +19,10 @@ import ast
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +63,16 @@ def preload_modules(notebook: Path) -> list[str]:
     keeping those that take over ~0.2 s to import. Cells that do not parse (IPython magics) are skipped; relative
     imports are not modules a kernel can load ahead.
     """
-    import nbformat
-
-    nb = nbformat.read(str(notebook), as_version=4)
+    # Plain JSON, not nbformat: nbformat's import and schema check cost the run's first kernel 0.2-0.3 s before it
+    # could start (a notebook papermill cannot read still fails there, with its own message).
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
     mods: list[str] = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
             continue
+        source = cell.get("source", "")
         try:
-            tree = ast.parse(cell.source)
+            tree = ast.parse(source if isinstance(source, str) else "".join(source))
         except SyntaxError:
             continue
         for node in tree.body:
@@ -77,7 +80,7 @@ def preload_modules(notebook: Path) -> list[str]:
                 mods += [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 mods.append(node.module)
-    mods += [str(m) for m in nb.metadata.get("mmm", {}).get("preload", [])]
+    mods += [str(m) for m in nb.get("metadata", {}).get("mmm", {}).get("preload", [])]
     return list(dict.fromkeys(mods))
 
 
@@ -103,11 +106,16 @@ def kernel_manager_class() -> type:
         log_file: Any = None  # where a forked kernel writes (a launched one is given its handle)
 
         def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
+            # The process's one ZeroMQ context for the control socket too (see _zmq_context): a manager's own was
+            # destroyed by its clean-up, and by garbage collection for one that never got there, which could
+            # block for good in ZeroMQ's term() (seen: tests/test_stage_kernels.py run on its own).
+            super().__init__(**{"context": _zmq_context(), **kwargs})
             self.clients: list = []  # the clients made for this kernel (papermill's), for stop_clients
 
         def client(self, **kwargs: Any) -> Any:
-            """A client for this kernel on the process's one ZeroMQ context (see :func:`_zmq_context`)."""
+            """A client for this kernel on the process's one ZeroMQ context (see :func:`_zmq_context`), one that
+            knows when the kernel is ready without jupyter_client's fixed wait (:func:`ready_client_class`)."""
+            self.client_factory = ready_client_class()
             kc = super().client(**{"context": _zmq_context(), **kwargs})
             self.clients.append(kc)
             return kc
@@ -144,6 +152,56 @@ def kernel_manager_class() -> type:
                 _KERNELS.append(proc)
 
     return StageKernelManager
+
+
+@functools.cache
+def ready_client_class() -> type:
+    """jupyter_client's AsyncKernelClient, whose ``wait_for_ready`` returns as soon as the kernel has answered.
+
+    jupyter_client's own waits for a ``kernel_info`` reply, then for one IOPub message (proof that IOPub is
+    connected; otherwise it asks again), and then drains IOPub until nothing has come for 0.2 s: every stage paid
+    those 0.2 s before its first cell (measured 0.21–0.26 s per stage of ``mmm run`` on a kernel started ahead,
+    1.2–1.4 s a run). Here the drain ends at the message that closes the request: the kernel's ``idle`` status
+    for it on IOPub, which ipykernel sends after the reply. Its arrival also proves IOPub is connected; when it
+    does not come within 0.2 s (a subscription not yet in place drops messages), the request is sent again, as
+    upstream does.
+    """
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    class ReadyKernelClient(AsyncKernelClient):
+        async def _idle_after(self, msg_id: str, within: float) -> bool:
+            """Read IOPub until the ``idle`` status of request ``msg_id`` (True), or ``within`` seconds pass."""
+            end = time.monotonic() + within
+            while (left := end - time.monotonic()) > 0:
+                try:
+                    msg = await self.iopub_channel.get_msg(timeout=left)
+                except Empty:
+                    return False
+                if (msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+                        and msg["parent_header"].get("msg_id") == msg_id):
+                    return True
+            return False
+
+        async def wait_for_ready(self, timeout: float | None = None) -> None:  # type: ignore[override]
+            end = time.monotonic() + (float("inf") if timeout is None else timeout)
+            while True:
+                self.kernel_info()
+                try:
+                    reply = await self.shell_channel.get_msg(timeout=1)
+                except Empty:
+                    reply = None
+                if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                    if await self._idle_after(reply["parent_header"].get("msg_id"), 0.2):
+                        self._handle_kernel_info_reply(reply)
+                        return
+                if not await self._async_is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > end:
+                    raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+
+    return ReadyKernelClient
 
 
 @functools.cache
@@ -394,6 +452,19 @@ class StageKernels:
         stage for the cores (its first cell started 0.4–3.5 s later than without a server, on 2 cores)."""
         self._server()
 
+    def start_first(self, stage: str) -> None:
+        """Start ``stage``'s kernel now as a new Python: the run's first stage, before :meth:`warm` (nothing runs
+        before it for its start to hide behind, so it goes first; the server's own start then overlaps it). A
+        server that already has ``stage``'s modules (a batch worker's) forks it in :meth:`take` instead. A kernel
+        that cannot start is retried and reported by :meth:`take`, as for :meth:`start_ahead`."""
+        server = self._kernel_server
+        if stage in self._ready or (server is not None and server.has_loaded(stage)):
+            return
+        try:
+            self._ready[stage] = self._start(stage)
+        except Exception:  # noqa: BLE001 - see above
+            pass
+
     def start_ahead(self, stage: str) -> None:
         """Start ``stage``'s kernel now (it boots and imports while the current stage runs): forked from the kernel
         server once that has imported its modules, on the event loop the current stage runs on. A kernel that cannot start is not
@@ -443,6 +514,16 @@ class StageKernels:
                 await km.cleanup_resources()
         except Exception:  # noqa: BLE001 - a kernel that is already gone needs nothing more
             pass
+
+    def wind_down(self) -> None:
+        """Every stage has run: finish the kernels' shutdowns and ask the run's own server to end, without waiting
+        for it. Called while the last stage's report renders in its thread, so that :meth:`close` finds nothing left
+        to wait for (it waited 0.11 s for the last kernel's shutdown and 0.07 s for the server, after the report)."""
+        if self._stopping and not self.loop.is_running():
+            with contextlib.suppress(Exception):  # close() waits again, and kills what is left
+                self.loop.run_until_complete(asyncio.wait(self._stopping, timeout=CLOSE_WAIT_S))
+        if self._kernel_server is not None and self._own_server and not self._ready:
+            self._kernel_server.end()
 
     def close(self) -> None:
         """Stop kernels started ahead that no stage took, and wait for the shutdowns under way.

@@ -752,6 +752,8 @@ def _run_stages_with(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Lo
     t_run = time.perf_counter()
     stages = [s for s in ALL_STAGES if s in st["stages"]]
     n = len(stages)
+    if start_at < n:
+        kernels.start_first(stages[start_at])  # the first stage's kernel before anything else: it is on the clock
     if n - start_at > 1:
         kernels.warm()  # later stages' kernels are forked from it
 
@@ -805,6 +807,7 @@ def _run_stages_with(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Lo
         log(f"[{i + 1}/{n}] {STAGE_TITLES[stage]:<20} done in {dt:.1f} s")
     if result.diagnostics is None:  # every stage was already completed (resumed)
         result.diagnostics = read_verdict(folder)
+    kernels.wind_down()  # while the last report renders
     reports.wait()
     status_mod.mark_run(folder, st, "completed")
     report.write_index(folder)

@@ -412,3 +412,106 @@ def test_a_signal_that_lands_in_a_kernel_task_is_not_printed_after_the_run_ends(
     handler = kernels.loop.get_exception_handler()
     StageKernels("python3", tmp_path, fork=False).close()
     assert kernels.loop.get_exception_handler() is handler  # a later run on the same loop does not wrap it again
+
+
+class _Channel:
+    """A kernel client's channel holding the messages a kernel would send (for ReadyKernelClient's logic)."""
+
+    def __init__(self, msgs):
+        self.msgs = list(msgs)
+
+    async def get_msg(self, timeout=None):
+        from queue import Empty
+
+        if not self.msgs:
+            raise Empty
+        return self.msgs.pop(0)
+
+
+def _msg(msg_type, parent, **content):
+    return {"msg_type": msg_type, "parent_header": {"msg_id": parent}, "content": content}
+
+
+def _ready_client(shell, iopub, alive=True):
+    from mmm_lib.kernels import _zmq_context, ready_client_class
+
+    kc = ready_client_class()(context=_zmq_context())  # as a stage kernel's: no context of its own to terminate
+    kc._shell_channel, kc._iopub_channel = _Channel(shell), _Channel(iopub)
+    kc.sent = []
+    kc.kernel_info = lambda: kc.sent.append(f"ki{len(kc.sent) + 1}") or kc.sent[-1]
+
+    async def is_alive():
+        return alive
+
+    kc._async_is_alive = is_alive
+    return kc
+
+
+def test_a_kernel_is_ready_at_the_idle_status_closing_its_kernel_info_request_and_that_exchange_is_drained():
+    """jupyter_client's own wait drained IOPub until nothing came for 0.2 s (0.2 s before every stage's first
+    cell); this one stops at the message that ends the request, after reading everything the kernel sent before it."""
+    import asyncio
+
+    reply = _msg("kernel_info_reply", "ki1", protocol_version="5.3")
+    later = _msg("stream", "other", name="stdout", text="not part of the request")
+    iopub = [_msg("status", None, execution_state="starting"), _msg("status", "ki1", execution_state="busy"),
+             _msg("status", "earlier", execution_state="idle"), _msg("status", "ki1", execution_state="idle"), later]
+    kc = _ready_client([reply], iopub)
+    asyncio.run(kc.wait_for_ready(timeout=5))
+    assert kc.sent == ["ki1"]
+    assert kc._iopub_channel.msgs == [later]  # drained up to and including the request's idle, nothing after it
+
+
+
+def test_a_request_whose_idle_status_never_comes_is_sent_again_and_a_dead_kernel_is_reported():
+    """An IOPub subscription that is not in place yet drops the kernel's messages: as upstream, the request is
+    sent again; a kernel that died is an error, not an endless wait."""
+    import asyncio
+
+    replies = [_msg("kernel_info_reply", "ki1", protocol_version="5.3"),
+               _msg("kernel_info_reply", "ki2", protocol_version="5.3")]
+    kc = _ready_client(replies, [])
+    real_get = kc._iopub_channel.get_msg
+
+    async def iopub_get(timeout=None):  # nothing on IOPub for the first request; the second one's idle arrives
+        if kc.sent == ["ki1", "ki2"] and not kc._iopub_channel.msgs:
+            kc._iopub_channel.msgs.append(_msg("status", "ki2", execution_state="idle"))
+        return await real_get(timeout)
+
+    kc._iopub_channel.get_msg = iopub_get
+    asyncio.run(kc.wait_for_ready(timeout=5))
+    assert kc.sent == ["ki1", "ki2"]
+
+    dead = _ready_client([], [], alive=False)
+    with pytest.raises(RuntimeError, match="Kernel died"):
+        asyncio.run(dead.wait_for_ready(timeout=5))
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["new Python", "forked"])
+def test_a_stage_kernels_client_is_ready_with_nothing_left_of_the_handshake(tmp_path, fork):
+    """A real kernel (a run's first stage, a new Python; or one started ahead, forked from the server): after the
+    ready check nothing of the handshake waits on IOPub, and the kernel runs the client's code."""
+    _notebook(tmp_path / "a.ipynb", "print(1)")
+    kernels = StageKernels("python3", tmp_path, fork=fork)
+    run = kernels.loop.run_until_complete
+    try:
+        (kernels.start_ahead if fork else kernels.start_first)("a")
+        km = kernels.take("a")
+        kc = km.client()
+        kc.start_channels()
+        run(kc.wait_for_ready(timeout=60))
+        assert not run(kc.iopub_channel.msg_ready())
+        msg_id = kc.execute("print(6 * 7)")
+        text = []
+        while True:
+            msg = run(kc.get_iopub_msg(timeout=60))
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                text.append(msg["content"]["text"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert "".join(text) == "42\n"
+    finally:
+        kernels.close()
+    assert not _kernel_children()
