@@ -110,12 +110,12 @@ def kernel_manager_class() -> type:
             # destroyed by its clean-up, and by garbage collection for one that never got there, which could
             # block for good in ZeroMQ's term() (seen: tests/test_stage_kernels.py run on its own).
             super().__init__(**{"context": _zmq_context(), **kwargs})
+            self.client_factory = ready_client_class()  # knows a kernel is ready without a fixed wait
             self.clients: list = []  # the clients made for this kernel (papermill's), for stop_clients
 
         def client(self, **kwargs: Any) -> Any:
             """A client for this kernel on the process's one ZeroMQ context (see :func:`_zmq_context`), one that
             knows when the kernel is ready without jupyter_client's fixed wait (:func:`ready_client_class`)."""
-            self.client_factory = ready_client_class()
             kc = super().client(**{"context": _zmq_context(), **kwargs})
             self.clients.append(kc)
             return kc
