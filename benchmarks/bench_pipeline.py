@@ -7,8 +7,10 @@ Usage (from the repo root, after `make env`)::
 "Cold" uses a fresh, empty compile cache ($MMM_CACHE in a temp folder), a new one for each cold run; "warm" reruns
 with the last cold run's cache. With more than one run of a kind, the median is printed too (this machine's
 timings vary by several seconds from run to run: the cold target, <= 30 s for params/baseline.yaml, is read
-from the median). Peak RSS is GNU time's maximum resident set size of the largest process in the run (the runner
-or one of its notebook kernels). Timings on a shared machine are noisy: compare ratios.
+from the median). A run keeps its kernel server for the next (``mmm_lib.kernel_keeper``, in a folder of this
+benchmark's own, stopped at the end): a cold run (a new compile cache) has none to use, each warm run uses the one
+the run before kept, as a user's reruns within ``MMM_KEEP_KERNELS`` minutes do. Peak RSS is the largest resident set of one process of the run (the runner or one of
+its stage kernels), sampled every 0.5 s. Timings on a shared machine are noisy: compare ratios.
 
 Then, per stage, the median over the warm runs of the stage overhead: its critical-path wall (from the previous
 stage's end) minus the time inside its code cells (``stage_timeline.py``); target ≤ 0.5 s per stage.
@@ -19,30 +21,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from stage_timeline import stage_timeline, timed
+from stage_timeline import KEPT_DIR_ENV, kept_kernel_servers, stage_timeline, timed
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def run_once(spec: str, run_id: str, env: dict[str, str]) -> dict:
     mmm = str(Path(sys.executable).parent / "mmm")
-    cmd = ["/usr/bin/time", "-v", mmm, "run", spec, "--run-id", run_id]
-    proc, when = timed(cmd, env, REPO)
+    proc, when = timed([mmm, "run", spec, "--run-id", run_id], env, REPO)
     if proc.returncode != 0:
         sys.exit(f"run {run_id} failed:\n{proc.stderr[-3000:]}")
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     status = json.loads((Path(env["MMM_OUTPUTS"]) / "runs" / run_id / "status.json").read_text())
     meta = json.loads((Path(env["MMM_OUTPUTS"]) / "runs" / run_id / "model_metadata.json").read_text())
     run = {"run_dir": str(Path(env["MMM_OUTPUTS"]) / "runs" / run_id), **when}
     return {
         "wall_s": when["wall_s"],
-        "peak_rss_mb": rss_kb / 1024,
+        "peak_rss_mb": when["peak_rss_mb"],
+        "kept_server_used": "forked from the kernel server an earlier run kept" in proc.stderr,
         "stages": {s: v["duration_s"] for s, v in status["stages"].items()},
         "sampling_s": meta.get("sampling_time_s"),
         "timeline": stage_timeline(run),  # read now: the temp folder goes at the end
@@ -56,8 +56,8 @@ def main() -> None:
     ap.add_argument("--warm-runs", type=int, default=1, help="runs with the last cold run's cache")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="mmm-bench-") as tmp:
-        env = dict(os.environ, MMM_OUTPUTS=str(Path(tmp) / "outputs"))
+    with tempfile.TemporaryDirectory(prefix="mmm-bench-") as tmp, kept_kernel_servers(Path(tmp)) as kept:
+        env = dict(os.environ, MMM_OUTPUTS=str(Path(tmp) / "outputs"), **{KEPT_DIR_ENV: kept})
         env.pop("PYTENSOR_FLAGS", None)
         results = {}
         for i in range(max(args.cold_runs, 1)):
@@ -77,6 +77,7 @@ def main() -> None:
     print(f"{'total (wall)':<18}" + "".join(f"{results[n]['wall_s']:>11.1f}s" for n in names))
     print(f"{'  of which NUTS':<18}" + "".join(f"{(results[n]['sampling_s'] or 0):>11.1f}s" for n in names))
     print(f"{'peak RSS':<18}" + "".join(f"{results[n]['peak_rss_mb']:>10.0f}MB" for n in names))
+    print(f"{'kept server used':<18}" + "".join(f"{'yes' if results[n]['kept_server_used'] else 'no':>12}" for n in names))
     cold = statistics.median(results[n]["wall_s"] for n in colds)
     print(f"cold total, median of {len(colds)}: {cold:.1f} s")
     if not warms:

@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stage_timeline import stage_timeline, timed  # benchmarks/stage_timeline.py, shared with bench_pipeline.py
+from stage_timeline import KEPT_DIR_ENV, kept_kernel_servers, stage_timeline, timed  # benchmarks/stage_timeline.py, shared with bench_pipeline.py
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_VENV = REPO / ".venv-peer"
@@ -295,18 +295,20 @@ def main() -> None:
     peer_py = ensure_peer_python(args.peer_python)
     tmp = Path(tempfile.mkdtemp(prefix="mmm-vs-peer-"))
     try:
-        panel = write_panel(tmp, args)
-        outputs = tmp / "outputs"
-        load0 = os.getloadavg()
-        print(f"panel: {panel['shape']} (seed {args.seed}), estimation window {panel['start']} .. {panel['end']} "
-              f"({panel['n_estimation_weeks']} weeks); draws {panel['draws']}, tune {panel['tune']}, "
-              f"chains {panel['chains']}, target_accept {panel['target_accept']}, seed {panel['random_seed']}",
-              flush=True)  # fmt: skip
-        suite = suite_series(panel, "default", tmp / "cache_default", outputs, [], args.warm_runs)
-        base = suite_series(panel, "baseline", tmp / "cache_baseline", outputs, BASELINE_SET, args.warm_runs)
-        peer = peer_series(peer_py, panel, tmp, args.peer_runs, args.peer_brand)
-        load1 = os.getloadavg()
-        timeline = stage_timeline(median_run(suite["warm"]))
+        with kept_kernel_servers(tmp) as kept:  # the suite's runs keep their kernel servers there
+            os.environ[KEPT_DIR_ENV] = kept
+            panel = write_panel(tmp, args)
+            outputs = tmp / "outputs"
+            load0 = os.getloadavg()
+            print(f"panel: {panel['shape']} (seed {args.seed}), estimation window {panel['start']} .. {panel['end']} "
+                  f"({panel['n_estimation_weeks']} weeks); draws {panel['draws']}, tune {panel['tune']}, "
+                  f"chains {panel['chains']}, target_accept {panel['target_accept']}, seed {panel['random_seed']}",
+                  flush=True)  # fmt: skip
+            suite = suite_series(panel, "default", tmp / "cache_default", outputs, [], args.warm_runs)
+            base = suite_series(panel, "baseline", tmp / "cache_baseline", outputs, BASELINE_SET, args.warm_runs)
+            peer = peer_series(peer_py, panel, tmp, args.peer_runs, args.peer_brand)
+            load1 = os.getloadavg()
+            timeline = stage_timeline(median_run(suite["warm"]))
     finally:
         if args.keep:
             print(f"kept: {tmp}")

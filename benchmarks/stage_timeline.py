@@ -10,21 +10,77 @@ notebook (the last report, the index) up to the process end.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import psutil
+
+KEPT_DIR_ENV = "MMM_KERNELS_DIR"
+
+
+@contextlib.contextmanager
+def kept_kernel_servers(tmp: Path) -> Iterator[str]:
+    """A folder of the benchmark's own for the kernel servers its runs keep for the next run
+    (``mmm_lib.kernel_keeper``; set it as ``MMM_KERNELS_DIR``): its runs use no server kept by anything else, and
+    every server kept there is stopped at the end."""
+    from mmm_lib import kernel_keeper
+
+    folder = Path(tmp) / "kept-kernels"
+    try:
+        yield str(folder)
+    finally:
+        for rec in kernel_keeper.kept(folder):
+            kernel_keeper.stop(rec)
+
+
+def _largest_rss(pid: int, kept: Path | None) -> int:
+    """The largest resident set of one process among ``pid`` and its descendants, and the processes the kernel
+    servers kept in ``kept`` run for it (their connection servers and the stage kernels forked there)."""
+    roots = [pid]
+    if kept is not None:
+        for info in kept.glob("*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                roots.append(-int(json.loads(info.read_text())["pid"]))  # negative: its children only
+    best = 0
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(abs(root))
+            for q in ([p] if root > 0 else []) + p.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    best = max(best, q.memory_info().rss)
+    return best
 
 
 def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
-    """Run ``cmd`` (an ``mmm run``) to the end: the finished process, and its wall seconds and UTC start and end
-    (ISO) as :func:`stage_timeline` needs them."""
+    """Run ``cmd`` (an ``mmm run``) to the end: the finished process, and its wall seconds, UTC start and end
+    (ISO) as :func:`stage_timeline` needs them, and ``peak_rss_mb``: the largest resident set of one process of
+    the run (the runner, a stage kernel, also one forked by a kept kernel server in ``$MMM_KERNELS_DIR``), sampled
+    every 0.5 s."""
+    kept = Path(env[KEPT_DIR_ENV]) if env.get(KEPT_DIR_ENV) else None
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=cwd)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            peak[0] = max(peak[0], _largest_rss(proc.pid, kept))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
     wall = time.perf_counter() - t0
-    return proc, {"wall_s": wall, "started": started.isoformat(), "ended": datetime.now(timezone.utc).isoformat()}
+    stop.set()
+    sampler.join()
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return done, {"wall_s": wall, "started": started.isoformat(), "ended": datetime.now(timezone.utc).isoformat(),
+                  "peak_rss_mb": peak[0] / 2**20}
 
 
 def _ts(s: str) -> datetime:

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,23 @@ def _cmd_runs(a: argparse.Namespace) -> int:
             if ok is not True:
                 return ok
         _print_json(runs.remove_run(a.id))
+    return 0
+
+
+def _cmd_kernels(a: argparse.Namespace) -> int:
+    from . import kernel_keeper
+
+    rows = []
+    for rec in kernel_keeper.kept():
+        stopped = kernel_keeper.stop(rec) if a.stop else False
+        rows.append({"pid": rec["pid"], "outputs": rec.get("outputs", ""), "cache": rec.get("cache", ""),
+                     "idle_min": round((time.time() - rec["last_used"]) / 60, 1),
+                     "ends_after_idle_min": rec.get("minutes"), "code": "out of date" if rec["stale"] else "current",
+                     **({"stopped": stopped} if a.stop else {})})
+    if not rows:
+        _err("no kernel server is kept" + ("" if kernel_keeper.keep_minutes() > 0 else
+                                             f" ({kernel_keeper.KEEP_ENV}=0: runs keep none)"))
+    _emit(rows, a.format)
     return 0
 
 
@@ -519,6 +537,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", metavar="RUN_ID", help="two or more run ids (same data, window and holdout)")
     c.add_argument("--name", help="folder under outputs/compare (default RUN_A_vs_RUN_B)")
     c.set_defaults(func=_cmd_compare)
+
+    k = sub.add_parser("kernels", help="list the kernel servers runs keep for the next run, or stop them",
+                       description="A run keeps its kernel server for the next run with the same code and settings "
+                       "(its first stage's kernel is then ready at once); it ends by itself after "
+                       f"MMM_KEEP_KERNELS minutes without a run (default 15; 0: runs keep none). Lists them: pid, "
+                       "outputs root, compile cache, minutes idle.")
+    k.add_argument("--stop", action="store_true", help="stop every kept kernel server now")
+    fmt_option(k, "a list")
+    k.set_defaults(func=_cmd_kernels)
 
     b = sub.add_parser("batch", help="run many specs at once on Dask: a list, a grid, a split by brand or market",
                        description="`mmm batch MANIFEST.yaml` runs every run a manifest derives from a base spec (a list of "

@@ -16,11 +16,15 @@ imported (it serves requests between groups: a stage's kernel need not wait for 
 ``{"ready": true}`` once all are,
 ``{"pid": N}`` for each kernel it forked, and ``{"exit": N, "code": C}`` when one ends (C as
 :attr:`subprocess.Popen.returncode`: negative for a signal). The server ends when its stdin closes (its run or
-worker ended, or died: nothing outlives it), and a kernel ends when the server does (ipykernel's parent poller).
+worker ended, or died), and a kernel ends when the server does (ipykernel's parent poller). A run that ends
+normally may instead write ``{"keep": settings}``: the server then outlives it, kept for the next run with the same
+modules and environment (:mod:`mmm_lib.kernel_keeper`), which it serves through a connection server of its own
+speaking this same protocol (it first says ``{"server": pid}``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,6 +116,15 @@ class _Server:
         self.sel.register(self.wake_r, selectors.EVENT_READ)
         self.buf = b""
         self.wanted = 0  # how many module groups the client has asked for so far
+        self.keep: dict[str, Any] | None = None  # set when the run asks for its server to be kept
+        self.forked: set[int] = set()  # the kernels forked for this client
+
+    def close(self) -> None:
+        """Stop serving this client (its signal wake-up pipe and selector go; what it forked stays)."""
+        signal.set_wakeup_fd(-1)
+        self.sel.close()
+        for fd in (self.wake_r, self.wake_w):
+            os.close(fd)
 
     def handle(self, timeout: float | None) -> bool:
         """Serve what has arrived (waiting up to ``timeout``; None: until something does). False once stdin closed."""
@@ -128,9 +141,12 @@ class _Server:
                 request = json.loads(line)
                 if "load" in request:
                     self.wanted = max(self.wanted, int(request["load"]))
+                elif "keep" in request:  # the run is over: keep this server for the next one (kernel_keeper)
+                    self.keep = request["keep"]
+                    return False
                 else:
                     self.fork(request)
-        _reap()
+        _reap(self.forked)
         return True
 
     def fork(self, request: dict[str, Any]) -> None:
@@ -142,6 +158,7 @@ class _Server:
                 os.close(fd)
             self.sel.close()
             _child(request, 2)
+        self.forked.add(pid)
         _say({"pid": pid})
 
 
@@ -150,7 +167,6 @@ def serve(groups: list[list[str]]) -> None:
     ``{"loaded": k}`` after the k-th and serving requests between them (a stage's kernel is forked as soon as its
     own modules are in); serve until stdin closes."""
     import gc
-    import importlib
     import warnings
 
     # What ipykernel sets before a notebook runs, set before matplotlib is imported here (it reads it at import).
@@ -169,17 +185,61 @@ def serve(groups: list[list[str]]) -> None:
     while server.handle(0 if loaded < min(server.wanted, len(groups)) else None):
         if loaded >= min(server.wanted, len(groups)):
             continue
-        for name in groups[loaded]:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the notebook's own import raises it where the user sees it
-                pass
-        _load_lazy_modules()
+        _load([groups[loaded]])
         loaded += 1
         gc.freeze()  # loaded modules' objects stay out of the children's collections: their pages stay shared
         _say({"loaded": loaded})
         if loaded == len(groups):
             _say({"ready": True})
+    if server.keep is not None:
+        server.close()
+        _kill_forked(server.forked)  # the run that asked released them: none may live on under a kept server
+        _load(groups[loaded:])
+        gc.freeze()
+        from .kernel_keeper import keep
+
+        keep(server.keep, lambda: _serve_connection(len(groups)))
+
+
+def _kill_forked(pids: set[int]) -> None:
+    """SIGKILL the kernels in ``pids`` still running (each leads its own process group once it has started)."""
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    _reap_quietly()
+
+
+def _reap_quietly() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def _load(groups: list[list[str]]) -> None:
+    """Import the modules of ``groups`` (one that fails is the notebook's to report, where the user sees it)."""
+    import importlib
+
+    for group in groups:
+        for name in group:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - see above
+                pass
+        _load_lazy_modules()
+
+
+def _serve_connection(groups: int) -> None:
+    """In a connection server forked by a kept server (:mod:`mmm_lib.kernel_keeper`), its stdin and stdout the
+    run's connection: say who serves it and that every group is loaded, then serve it as a run's own server."""
+    server = _Server()
+    _say({"server": os.getpid()})
+    _say({"loaded": groups})
+    _say({"ready": True})
+    while server.handle(None):
+        pass
 
 
 def _load_lazy_modules() -> None:
@@ -198,7 +258,7 @@ def _load_lazy_modules() -> None:
             hasattr(module, "__file__")
 
 
-def _reap() -> None:
+def _reap(forked: set[int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -206,6 +266,7 @@ def _reap() -> None:
             return
         if pid == 0:
             return
+        forked.discard(pid)
         _say({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
@@ -216,13 +277,17 @@ class KernelServer:
     """The run's side of a kernel server: start it, fork kernels from it, learn how they ended."""
 
     def __init__(self, groups: list[list[str]], env: dict[str, str], cwd: str, stderr: Any = None,
-                 eager: bool = False):
+                 eager: bool = False, proc: Any = None):
         """Start the server; it imports ipykernel, then the module ``groups`` in order in the background as far as
         :meth:`prepare` asks (all of them if ``eager``): a kernel that needs the first k groups can be forked once
-        they are in. ``stderr``: where it and its kernels write."""
+        they are in. ``stderr``: where it and its kernels write. ``proc``: a server already running instead
+        (a :class:`mmm_lib.kernel_keeper.Connection` to a kept one), with its ``stdin`` and ``stdout``."""
         self.groups = len(groups)
+        self.module_groups, self.env = groups, env  # what it was started with: what keeping it is keyed on
         self.needs: dict[str, int] = {}  # per stage, how many groups its kernel needs (set by whoever made the groups)
-        self.proc = subprocess.Popen(
+        self.kept = False  # handed over to be kept for later runs (keep()): no longer this run's
+        self.kept_pid: int | None = None  # the kept server this one is a connection to
+        self.proc = proc or subprocess.Popen(
             # frozen modules off, as debugpy (imported by every kernel as it starts; here, once) asks
             [sys.executable, "-Xfrozen_modules=off", "-m", MODULE, "--preload", ";".join(",".join(g) for g in groups)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=cwd, start_new_session=True)
@@ -273,7 +338,24 @@ class KernelServer:
 
     @property
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return not self.kept and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every group to be loaded; whether they are."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._ready or self.proc.poll() is not None, timeout)
+        return self.ready
+
+    def keep(self, settings: dict[str, Any]) -> bool:
+        """Hand the server over to be kept for later runs (:func:`mmm_lib.kernel_keeper.keep`): it stops serving
+        this run and outlives it. Its kernels must have ended (a kernel it reports no more counts as ended)."""
+        try:
+            self._request({"keep": settings})
+        except (OSError, ValueError):  # it died, or was closed
+            return False
+        self.end()
+        self.kept = True
+        return True
 
     @property
     def ready(self) -> bool:
@@ -323,7 +405,9 @@ class KernelServer:
                 pass
 
     def close(self, timeout: float = 5.0) -> None:
-        """End the server (its kernels end with it, or were stopped already)."""
+        """End the server (its kernels end with it, or were stopped already); one kept is left alone."""
+        if self.kept:
+            return
         self.end()
         try:
             self.proc.wait(timeout=timeout)
@@ -331,6 +415,8 @@ class KernelServer:
             self.kill()
 
     def kill(self) -> None:
+        if self.kept:
+            return
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except OSError:

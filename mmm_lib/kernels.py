@@ -317,6 +317,23 @@ def start_server(notebooks: Path, env: dict[str, str], stderr: Any = None, eager
     return server
 
 
+def _kept_server(notebooks: Path, env: dict[str, str]) -> Any:
+    """A connection to the kernel server an earlier run kept for ``notebooks``' kernels with this process's
+    environment plus ``env``; None if there is none (:func:`mmm_lib.kernel_keeper.connect`)."""
+    from .kernel_keeper import connect, keep_minutes
+
+    try:
+        if keep_minutes() <= 0:
+            return None
+        groups, needs = module_groups(notebooks)
+        server = connect(groups, {**os.environ, **env})
+    except Exception:  # noqa: BLE001 - the run starts its own server, as when nothing was kept
+        return None
+    if server is not None:
+        server.needs = needs
+    return server
+
+
 _SHARED: dict[tuple, Any] = {}
 
 
@@ -386,9 +403,18 @@ class StageKernels:
         self._ready: dict[str, Any] = {}
         self._stopping: list[asyncio.Task] = []
         self._managers: list = []  # every kernel started here: none, nor a client of one, outlives close()
+        self.kept_for_later: str | None = None  # where the run's own server was kept for later runs (its socket)
         self._fork = forking() if fork is None else fork
         self._kernel_server: Any = server if self._fork else None
         self._own_server = False
+        # The pid of the kernel server an earlier run kept, when this run's kernels are forked from it.
+        self.kept_server: int | None = None
+        if self._fork and server is None:  # a server kept by an earlier run (kernel_keeper): every kernel a fork
+            self._kernel_server = _kept_server(notebooks, self.env)
+            if self._kernel_server is not None:
+                self._own_server = True  # this run's connection to it: ended by close(), killed on a signal
+                self.kept_server = self._kernel_server.kept_pid
+                _SERVERS.append(self._kernel_server)
 
     def _manager(self, stage: str) -> Any:
         km = kernel_manager_class()(kernel_name=self.kernel_name)
@@ -523,7 +549,27 @@ class StageKernels:
             with contextlib.suppress(Exception):  # close() waits again, and kills what is left
                 self.loop.run_until_complete(asyncio.wait(self._stopping, timeout=CLOSE_WAIT_S))
         if self._kernel_server is not None and self._own_server and not self._ready:
-            self._kernel_server.end()
+            self._let_server_go()
+
+    def _let_server_go(self) -> None:
+        """The run's own server, its kernels ended: kept for the next run (:mod:`mmm_lib.kernel_keeper`) unless
+        keeping is off or it is a connection to a kept one already, else asked to end."""
+        server = self._kernel_server
+        if server.kept:
+            return
+        if server.kept_pid is None and server.alive:
+            from .kernel_keeper import keep_settings
+
+            try:
+                settings = keep_settings(server.module_groups, server.env)
+            except (ValueError, OSError):  # a bad MMM_KEEP_KERNELS (said when the run started), no folder
+                settings = None
+            if settings is not None and server.keep(settings):
+                self.kept_for_later = settings["path"]
+                with contextlib.suppress(ValueError):
+                    _SERVERS.remove(server)
+                return
+        server.end()
 
     def close(self) -> None:
         """Stop kernels started ahead that no stage took, and wait for the shutdowns under way.
@@ -563,6 +609,7 @@ class StageKernels:
             stop_clients(km)
         self._managers.clear()
         if self._kernel_server is not None and self._own_server:  # after its kernels: how they ended comes from it
+            self._let_server_go()  # kept if it is alive (a signal kills it with the kernels: kill_kernels)
             self._kernel_server.close()
             with contextlib.suppress(ValueError):
                 _SERVERS.remove(self._kernel_server)

@@ -41,6 +41,7 @@ from filelock import FileLock, Timeout
 
 from . import report, status as status_mod, tracking
 from .gate import GateVerdict, read_verdict, report_top_banner
+from .kernel_keeper import keep_minutes
 from .kernels import KERNEL_ARGS, StageKernels, forking, kernel_end as _kernel_end, shared_server
 from .kernels import kernel_manager_class as _kernel_manager_class
 from .kernels import kill_kernels as _kill_kernels, signal_name
@@ -585,6 +586,10 @@ def stage_env(outputs: Path, cache: str | Path | None = None, cores: int | None 
     """What a run's stage kernels get on top of this process's environment: the outputs root, the compile cache
     and thread settings (:func:`mmm_lib.runtime.compile_settings`), the cores the sampler may use."""
     skip_slow_schema_formats()  # this process reads notebooks next (papermill, nbformat)
+    try:
+        keep_minutes()  # a bad MMM_KEEP_KERNELS is said now, not when the run ends
+    except ValueError as e:
+        raise RunError(str(e)) from None
     env = {**compile_settings(cache), "MMM_OUTPUTS": str(outputs)}
     if cores is not None:
         env[CORES_ENV] = str(max(1, int(cores)))
@@ -749,6 +754,8 @@ def _run_stages_with(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Lo
     result = RunResult(run_id=run_id, run_dir=folder, status="running")
     log(f"run {run_id}: {folder}")
     log(f"  compile cache: {env['PYTENSOR_FLAGS']}")
+    if kernels.kept_server:
+        log(f"  kernels: forked from the kernel server an earlier run kept (pid {kernels.kept_server}; `mmm kernels`)")
     t_run = time.perf_counter()
     stages = [s for s in ALL_STAGES if s in st["stages"]]
     n = len(stages)
@@ -808,6 +815,8 @@ def _run_stages_with(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Lo
     if result.diagnostics is None:  # every stage was already completed (resumed)
         result.diagnostics = read_verdict(folder)
     kernels.wind_down()  # while the last report renders
+    if kernels.kept_for_later:
+        log("  kernel server kept for the next run (`mmm kernels` lists or stops it; MMM_KEEP_KERNELS=0 keeps none)")
     reports.wait()
     status_mod.mark_run(folder, st, "completed")
     report.write_index(folder)

@@ -23,3 +23,6 @@ def outputs_root(tmp_path, monkeypatch) -> Path:
 def pytest_configure(config):
     # One compile cache for the whole test session (and later sessions on the same machine).
     os.environ.setdefault("MMM_CACHE", str(REPO / ".cache"))
+    # Runs keep no kernel server for later runs (each test's own outputs root would leave one behind for 15 minutes);
+    # tests/test_kernel_keeper.py turns it on, in a folder of its own.
+    os.environ["MMM_KEEP_KERNELS"] = "0"
