@@ -84,7 +84,8 @@ def folder(create: bool = True) -> Path | None:
 
 
 def code_stamp() -> str:
-    """What changes when the code a kept server imported changes: ``mmm_lib``'s source files (size and time) and
+    """What changes when the code a kept server imported changes: ``mmm_lib``'s files (size and time: its source and
+    its report templates) and
     the times of the folders packages are installed in (installing, removing or upgrading one changes their
     entries). Not the other ``sys.path`` entries: a script's folder or the working folder change with any file."""
     import site
@@ -92,7 +93,9 @@ def code_stamp() -> str:
 
     h = hashlib.sha256(sys.version.encode())
     lib = Path(__file__).resolve().parent
-    for p in sorted(lib.rglob("*.py")):
+    for p in sorted(lib.rglob("*")):
+        if "__pycache__" in p.parts or not p.is_file():
+            continue
         with contextlib.suppress(OSError):
             st = p.stat()
             h.update(f"{p.relative_to(lib)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
@@ -110,6 +113,23 @@ def key(groups: list[list[str]], env: dict[str, str], stamp: str | None = None) 
     return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:20]
 
 
+def handover_key(env: dict[str, str], stamp: str | None = None) -> str:
+    """The name of a kept server's second socket, where ``mmm run`` hands itself over (:mod:`mmm_lib.handover`):
+    what the ``mmm`` command imports under (the Python, the installed code, the environment)."""
+    material = {"python": sys.executable, "code": stamp or code_stamp(), "command": "mmm",
+                "env": sorted((k, v) for k, v in env.items() if k not in _VOLATILE)}
+    return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:20]
+
+
+def handover_path(env: dict[str, str], create: bool = True, stamp: str | None = None) -> Path | None:
+    """Where a kept server takes ``mmm run`` over from a process with environment ``env``."""
+    return _socket_path(handover_key(env, stamp) + ".run", create)
+
+
+# The pid of the kept server when this process is a command handed over to it (set by mmm_lib.handover).
+HANDED_OVER_BY: int | None = None
+
+
 def _socket_path(name: str, create: bool = True) -> Path | None:
     base = folder(create)
     if base is None:
@@ -119,8 +139,9 @@ def _socket_path(name: str, create: bool = True) -> Path | None:
 
 
 def keep_settings(groups: list[list[str]], env: dict[str, str]) -> dict[str, Any] | None:
-    """What a run's server is told to keep itself with (``{"keep": ...}``), or None when keeping is off or there
-    is no private folder for it."""
+    """What a run's server is told to keep itself with (``{"keep": ...}``): its socket for kernels (named by the
+    kernels' ``groups`` and ``env``) and the one for handed-over commands (named by this process's environment);
+    None when keeping is off or there is no private folder for it."""
     minutes = keep_minutes()
     if minutes <= 0:
         return None
@@ -128,8 +149,9 @@ def keep_settings(groups: list[list[str]], env: dict[str, str]) -> dict[str, Any
     path = _socket_path(key(groups, env, stamp))
     if path is None:
         return None
-    return {"path": str(path), "minutes": minutes, "stamp": stamp, "outputs": env.get("MMM_OUTPUTS", ""),
-            "cache": env.get("MMM_CACHE", "")}
+    run_path = handover_path(dict(os.environ), stamp=stamp)  # this process's: what the next `mmm run` will have
+    return {"path": str(path), "run_path": str(run_path) if run_path else None, "minutes": minutes, "stamp": stamp,
+            "outputs": env.get("MMM_OUTPUTS", ""), "cache": env.get("MMM_CACHE", "")}
 
 
 # --------------------------------------------------------------------------- the run's side
@@ -225,17 +247,25 @@ def _peer_pid(sock: socket.socket) -> int | None:
 def keep(settings: dict[str, Any], serve_connection: Callable[[], None]) -> None:
     """In the run's kernel server, its run ended, every group loaded: listen at ``settings["path"]`` and fork a
     connection server (``serve_connection``, run with the connection as its stdin and stdout) per run that
-    connects, until idle for ``settings["minutes"]``, told to stop (SIGTERM), or replaced. Returns when it is time
-    to end."""
+    connects, and at ``settings["run_path"]`` a process per ``mmm run`` handed over (:func:`mmm_lib.handover.serve`),
+    until idle for ``settings["minutes"]``, told to stop (SIGTERM), or replaced. Returns when it is time to end."""
+    from .handover import serve as serve_command
+
     path = Path(settings["path"])
     try:
         listener = _listen(path)
     except OSError:  # another kept server answers there, or the folder went: nothing more to do
         return
+    run_path = Path(settings["run_path"]) if settings.get("run_path") else None
+    commands = None
+    if run_path is not None:
+        with contextlib.suppress(OSError):  # another kept server takes this environment's commands: kernels only
+            commands = _listen(run_path)
     info = path.with_suffix(".json")
     me = os.getpid()
     _write_json(info, {"pid": me, "started": time.time(), "minutes": settings["minutes"], "stamp": settings["stamp"],
-                       "outputs": settings.get("outputs", ""), "cache": settings.get("cache", "")})
+                       "outputs": settings.get("outputs", ""), "cache": settings.get("cache", ""),
+                       "run_socket": str(run_path) if commands is not None else None})
     _detach(path.with_suffix(".log"))
     _evict(path.parent, settings["stamp"], me)
 
@@ -249,6 +279,9 @@ def keep(settings: dict[str, Any], serve_connection: Callable[[], None]) -> None
     sel.register(listener, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
     inode = os.stat(path).st_ino
+    if commands is not None:
+        sel.register(commands, selectors.EVENT_READ)
+        run_inode = os.stat(run_path).st_ino  # type: ignore[arg-type]
     serving: set[int] = set()
     last = time.monotonic()
     idle_s = float(settings["minutes"]) * 60
@@ -259,16 +292,18 @@ def keep(settings: dict[str, Any], serve_connection: Callable[[], None]) -> None
                     os.read(wake_r, 4096)
                 continue
             try:
-                conn, _ = listener.accept()
+                conn, _ = k.fileobj.accept()  # type: ignore[union-attr]
             except OSError:
                 continue
             pid = os.fork()
             if pid == 0:
                 sel.close()
-                for fd in (listener.fileno(), wake_r, wake_w):
+                for fd in (listener.fileno(), wake_r, wake_w, *([commands.fileno()] if commands else [])):
                     with contextlib.suppress(OSError):
                         os.close(fd)
-                _serve_in_child(conn, serve_connection)
+                if k.fileobj is listener:
+                    _serve_in_child(conn, serve_connection)
+                serve_command(conn, me)
             conn.close()
             serving.add(pid)
             last = time.monotonic()
@@ -285,13 +320,19 @@ def keep(settings: dict[str, Any], serve_connection: Callable[[], None]) -> None
                 serving.discard(pid)
                 last = time.monotonic()
         if not _still_at(path, inode):
-            return  # removed (`mmm kernels --stop`) or taken over by another kept server
+            break  # removed (`mmm kernels --stop`) or taken over by another kept server
+        if commands is not None and not _still_at(run_path, run_inode):  # type: ignore[arg-type]
+            sel.unregister(commands)
+            commands.close()
+            commands = None
         if not serving and time.monotonic() - last > idle_s:
             break
-    if _still_at(path, inode):
-        for p in (path, info):
-            with contextlib.suppress(OSError):
-                p.unlink()
+    gone = [path, info] if _still_at(path, inode) else []  # not another kept server's that took the name over
+    if commands is not None and _still_at(run_path, run_inode):  # type: ignore[arg-type]
+        gone.append(run_path)
+    for p in gone:
+        with contextlib.suppress(OSError):
+            p.unlink()
 
 
 def _listen(path: Path) -> socket.socket:
@@ -399,9 +440,10 @@ def stop(record: dict[str, Any], wait_s: float | None = 5.0) -> bool:
     SIGKILL if it is still there after ``wait_s`` (None: do not wait). Runs it serves keep their connection
     servers. False if it was gone already."""
     pid = int(record["pid"])
-    for p in (Path(record["socket"]), Path(record["socket"]).with_suffix(".json")):
-        with contextlib.suppress(OSError):
-            p.unlink()
+    for p in (record["socket"], str(Path(record["socket"]).with_suffix(".json")), record.get("run_socket")):
+        if p:
+            with contextlib.suppress(OSError):
+                Path(p).unlink()
     if not _is_kept_server(pid):
         return False
     with contextlib.suppress(OSError):

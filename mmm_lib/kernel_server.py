@@ -195,6 +195,9 @@ def serve(groups: list[list[str]]) -> None:
         server.close()
         _kill_forked(server.forked)  # the run that asked released them: none may live on under a kept server
         _load(groups[loaded:])
+        from .handover import preload
+
+        preload()  # what `mmm run` imports, for the runs handed over to this server
         gc.freeze()
         from .kernel_keeper import keep
 

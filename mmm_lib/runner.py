@@ -39,7 +39,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from . import report, status as status_mod, tracking
+from . import kernel_keeper, report, status as status_mod, tracking
 from .gate import GateVerdict, read_verdict, report_top_banner
 from .kernel_keeper import keep_minutes
 from .kernels import KERNEL_ARGS, StageKernels, forking, kernel_end as _kernel_end, shared_server
@@ -755,7 +755,8 @@ def _run_stages_with(folder: Path, run_id: str, spec: RunSpec, st: dict, log: Lo
     log(f"run {run_id}: {folder}")
     log(f"  compile cache: {env['PYTENSOR_FLAGS']}")
     if kernels.kept_server:
-        log(f"  kernels: forked from the kernel server an earlier run kept (pid {kernels.kept_server}; `mmm kernels`)")
+        what = "this run and its kernels" if kernel_keeper.HANDED_OVER_BY else "kernels"
+        log(f"  {what}: forked from the kernel server an earlier run kept (pid {kernels.kept_server}; `mmm kernels`)")
     t_run = time.perf_counter()
     stages = [s for s in ALL_STAGES if s in st["stages"]]
     n = len(stages)

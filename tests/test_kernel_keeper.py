@@ -185,32 +185,83 @@ def test_the_key_changes_with_the_code_modules_and_environment_not_with_the_shel
         os.utime(os.path.join(lib, "kernel_keeper.py"), ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def _listening(folder) -> dict:
+    """The one server kept in ``folder``, once it also takes commands over (it first imports what they need)."""
+    assert _wait(lambda: any(r.get("run_socket") and os.path.exists(r["run_socket"]) for r in kernel_keeper.kept(folder))), \
+        "the kept server never listened for commands"
+    [rec] = kernel_keeper.kept(folder)
+    return rec
+
+
 @pytest.mark.slow
-def test_mmm_run_twice_forks_from_the_kept_server_with_identical_results_and_a_killed_run_leaves_it(keeping,
-                                                                                                  outputs_root):
-    """The real pipeline: the second `mmm run` says its kernels come from the kept server and writes the same ROI
-    byte for byte; a third run killed mid-stage takes its kernels with it, and the kept server serves a fourth."""
+def test_mmm_run_is_handed_to_the_kept_server_with_identical_results_signals_and_errors(keeping, outputs_root):
+    """The real pipeline: the second `mmm run` runs in a fork of the server the first kept (its kernels too) and
+    writes the same ROI byte for byte, its JSON on stdout; Ctrl-C reaches it (exit 130, recorded as interrupted);
+    `mmm` killed outright takes its run with it (SIGTERM: recorded) and leaves the kept server to the next command;
+    a bad spec value gives the usual one-line error."""
     first = mmm("run", SPEC, "--run-id", "first", timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "kernel server kept for the next run" in first.stderr
-    [rec] = _kept(keeping)
+    rec = _listening(keeping)
     second = mmm("run", SPEC, "--run-id", "second", timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"forked from the kernel server an earlier run kept (pid {rec['pid']}" in second.stderr
+    assert f"this run and its kernels: forked from the kernel server an earlier run kept (pid {rec['pid']}" in second.stderr
+    assert json.loads(second.stdout)["status"] == "completed"
     roi = [(outputs_root / "runs" / r / "roi_metrics.json").read_bytes() for r in ("first", "second")]
     assert roi[0] == roi[1]
 
     kept = psutil.Process(rec["pid"])
-    before = {p.pid for p in kept.children(recursive=True)}
-    third = start_run(SPEC, "third")
-    wait_for_stage(third, outputs_root / "runs" / "third", "03_features")
-    served = [p for p in kept.children(recursive=True) if p.pid not in before]
-    assert served, "the run's kernels were not forked from the kept server"
-    third.send_signal(signal.SIGKILL)
-    third.communicate(timeout=60)
-    assert _wait(lambda: not any(p.is_running() and p.status() != "zombie" for p in served), 20), \
-        "a killed run's connection server or kernels outlived it"
+    for run_id, sig, code in (("third", signal.SIGINT, 130), ("fourth", signal.SIGKILL, -signal.SIGKILL)):
+        before = {p.pid for p in kept.children(recursive=True)}
+        proc = start_run(SPEC, run_id)
+        wait_for_stage(proc, outputs_root / "runs" / run_id, "02_canonicalize")
+        served = [p for p in kept.children(recursive=True) if p.pid not in before]
+        assert any(p.name() == "mmm run" for p in served), "the run was not handed to the kept server"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == code, err[-3000:]
+        assert _wait(lambda: not any(p.is_running() and p.status() != "zombie" for p in served), 30), \
+            f"{run_id}: the run, its kernels or the process serving it outlived `mmm`"
+        st = json.loads((outputs_root / "runs" / run_id / "status.json").read_text())
+        assert st["status"] == "interrupted", st
+        if sig == signal.SIGINT:
+            assert f"run '{run_id}' interrupted by SIGINT (Ctrl-C)" in err
+        else:
+            assert "interrupted by SIGTERM" in st["error"]  # mmm gone: its run was stopped, and recorded
     assert kept.is_running()
-    fourth = mmm("run", SPEC, "--run-id", "fourth", timeout=600)
-    assert fourth.returncode == 0, fourth.stderr[-3000:]
-    assert f"(pid {rec['pid']}" in fourth.stderr
+    bad = mmm("run", SPEC, "--run-id", "fifth", "--set", "draws=abc")
+    assert bad.returncode == 1 and "draws: Input should be a valid integer" in bad.stderr and not bad.stdout
+    assert kept.is_running()
+
+
+def test_a_command_is_not_handed_over_when_it_should_not_or_cannot_be(tmp_path, keeping, monkeypatch):
+    """Other commands, --help, keeping off, no server, and a server that does not answer in time: the command runs
+    in the `mmm` process (None), and nothing was started elsewhere."""
+    import threading
+
+    from mmm_lib import handover
+
+    for argv in ([], ["runs", "list"], ["run", "x.yaml", "--help"], ["kernels"]):
+        assert handover.hand_over(argv) is None
+    assert handover.hand_over(["run", "x.yaml"]) is None  # nothing kept
+    path = kernel_keeper.handover_path(dict(os.environ))
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mute.bind(str(path))
+    mute.listen(1)
+    got = []
+
+    def accept_and_say_nothing() -> None:
+        conn, _ = mute.accept()
+        got.append(conn.recv(1 << 16))
+        got.append(conn.recv(16))  # what mmm sends after giving up: nothing (the connection closes)
+
+    t = threading.Thread(target=accept_and_say_nothing)
+    t.start()
+    started = time.monotonic()
+    assert handover.hand_over(["run", "x.yaml"]) is None
+    assert time.monotonic() - started < handover.ANSWER_WAIT_S + 2
+    t.join(10)
+    assert b'"argv": ["run", "x.yaml"]' in got[0] and got[1] == b"", "mmm sent `go` to a server that never answered"
+    mute.close()
+    monkeypatch.setenv(kernel_keeper.KEEP_ENV, "0")
+    assert handover.hand_over(["run", "x.yaml"]) is None
