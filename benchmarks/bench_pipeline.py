@@ -9,7 +9,9 @@ with the last cold run's cache. With more than one run of a kind, the median is 
 timings vary by several seconds from run to run: the cold target, <= 30 s for params/baseline.yaml, is read
 from the median). A run keeps its kernel server for the next (``mmm_lib.kernel_keeper``, in a folder of this
 benchmark's own, stopped at the end): a cold run (a new compile cache) has none to use, each warm run uses the one
-the run before kept, as a user's reruns within ``MMM_KEEP_KERNELS`` minutes do. Peak RSS is the largest resident set of one process of the run (the runner or one of
+the run before kept, as a user's reruns within ``MMM_KEEP_KERNELS`` minutes do (the row ``kept server``: ``handed
+over``, the whole run was forked from it; ``kernels``, only the kernels; ``no``). After a run that kept its server,
+the next starts once that server listens (1-3 s: it imports what ``mmm run`` needs first). Peak RSS is the largest resident set of one process of the run (the runner or one of
 its stage kernels), sampled every 0.5 s. Timings on a shared machine are noisy: compare ratios.
 
 Then, per stage, the median over the warm runs of the stage overhead: its critical-path wall (from the previous
@@ -26,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stage_timeline import KEPT_DIR_ENV, kept_kernel_servers, stage_timeline, timed
+from stage_timeline import KEPT_DIR_ENV, kept_kernel_servers, kept_server_use, stage_timeline, timed, wait_until_kept
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,13 +38,14 @@ def run_once(spec: str, run_id: str, env: dict[str, str]) -> dict:
     proc, when = timed([mmm, "run", spec, "--run-id", run_id], env, REPO)
     if proc.returncode != 0:
         sys.exit(f"run {run_id} failed:\n{proc.stderr[-3000:]}")
+    wait_until_kept(proc.stderr, env.get(KEPT_DIR_ENV))
     status = json.loads((Path(env["MMM_OUTPUTS"]) / "runs" / run_id / "status.json").read_text())
     meta = json.loads((Path(env["MMM_OUTPUTS"]) / "runs" / run_id / "model_metadata.json").read_text())
     run = {"run_dir": str(Path(env["MMM_OUTPUTS"]) / "runs" / run_id), **when}
     return {
         "wall_s": when["wall_s"],
         "peak_rss_mb": when["peak_rss_mb"],
-        "kept_server_used": "forked from the kernel server an earlier run kept" in proc.stderr,
+        "kept_server": kept_server_use(proc.stderr),
         "stages": {s: v["duration_s"] for s, v in status["stages"].items()},
         "sampling_s": meta.get("sampling_time_s"),
         "timeline": stage_timeline(run),  # read now: the temp folder goes at the end
@@ -77,7 +80,7 @@ def main() -> None:
     print(f"{'total (wall)':<18}" + "".join(f"{results[n]['wall_s']:>11.1f}s" for n in names))
     print(f"{'  of which NUTS':<18}" + "".join(f"{(results[n]['sampling_s'] or 0):>11.1f}s" for n in names))
     print(f"{'peak RSS':<18}" + "".join(f"{results[n]['peak_rss_mb']:>10.0f}MB" for n in names))
-    print(f"{'kept server used':<18}" + "".join(f"{'yes' if results[n]['kept_server_used'] else 'no':>12}" for n in names))
+    print(f"{'kept server':<18}" + "".join(f"{results[n]['kept_server']:>12}" for n in names))
     cold = statistics.median(results[n]["wall_s"] for n in colds)
     print(f"cold total, median of {len(colds)}: {cold:.1f} s")
     if not warms:

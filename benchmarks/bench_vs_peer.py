@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stage_timeline import KEPT_DIR_ENV, kept_kernel_servers, stage_timeline, timed  # benchmarks/stage_timeline.py, shared with bench_pipeline.py
+from stage_timeline import KEPT_DIR_ENV, kept_kernel_servers, kept_server_use, stage_timeline, timed, wait_until_kept  # benchmarks/stage_timeline.py, shared with bench_pipeline.py
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_VENV = REPO / ".venv-peer"
@@ -186,12 +186,13 @@ def run_suite(panel: dict, run_id: str, cache: Path, outputs: Path, extra: list[
     proc, when = timed(cmd, env, REPO)
     if proc.returncode != 0:
         fail(f"mmm run {run_id}", proc)
+    wait_until_kept(proc.stderr, env.get(KEPT_DIR_ENV))
     run = outputs / "runs" / run_id
     meta = json.loads((run / "model_metadata.json").read_text())
     sampler = meta.get("sampler", {})
     return {"run_id": run_id, **when, "sampler": sampler.get("nuts_sampler"),
             "compile_s": sampler.get("compile_time_s"), "sampling_s": meta.get("sampling_time_s"),
-            "run_dir": str(run)}  # fmt: skip
+            "run_dir": str(run), "kept_server": kept_server_use(proc.stderr)}  # fmt: skip
 
 
 def suite_series(panel: dict, name: str, cache: Path, outputs: Path, extra: list[str], warm_runs: int) -> dict:
@@ -333,7 +334,7 @@ def main() -> None:
     rows = [("suite default, cold", suite["cold"]), *[(f"suite default, warm {i + 1}", w) for i, w in enumerate(suite["warm"])],
             ("baseline, cold", base["cold"]), *[(f"baseline, warm {i + 1}", w) for i, w in enumerate(base["warm"])]]  # fmt: skip
     for name, r in rows:
-        print(f"{name:<34}{_f(r['wall_s'])}{_f(r['sampling_s'], w=15)}  {r['sampler']}")
+        print(f"{name:<34}{_f(r['wall_s'])}{_f(r['sampling_s'], w=15)}  {r['sampler']} (kept server: {r['kept_server']})")
     for i, r in enumerate([peer["cold"], *peer["warm"]]):
         name = "peer bare fit, " + ("cold" if i == 0 else f"warm {i}")
         print(f"{name:<34}{_f(r['process_wall_s'])}{_f(r['sampling_s'], w=15)}  PyMC NUTS (pm.sample)")

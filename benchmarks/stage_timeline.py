@@ -39,6 +39,32 @@ def kept_kernel_servers(tmp: Path) -> Iterator[str]:
             kernel_keeper.stop(rec)
 
 
+KEPT_LINE = "kernel server kept for the next run"
+
+
+def kept_server_use(stderr: str) -> str:
+    """How a run used kept kernel servers, from its log: ``handed over`` (the run and its kernels forked from one),
+    ``kernels`` (its kernels only), ``no``."""
+    if "this run and its kernels: forked from the kernel server" in stderr:
+        return "handed over"
+    return "kernels" if "kernels: forked from the kernel server" in stderr else "no"
+
+
+def wait_until_kept(stderr: str, kept: str | Path | None, timeout: float = 30.0) -> None:
+    """After a run that kept its kernel server (its log says so), wait until that server listens for the next
+    run, as a user's next run finds it (it first imports what the next ``mmm run`` will need: 1-3 s)."""
+    if kept is None or KEPT_LINE not in stderr:
+        return
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for info in Path(kept).glob("*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                run_socket = json.loads(info.read_text()).get("run_socket")
+                if run_socket and Path(run_socket).exists() and info.stat().st_mtime >= time.time() - timeout:
+                    return
+        time.sleep(0.1)
+
+
 def _largest_rss(pid: int, kept: Path | None) -> int:
     """The largest resident set of one process among ``pid`` and its descendants, and the processes the kernel
     servers kept in ``kept`` run for it (their connection servers and the stage kernels forked there)."""
