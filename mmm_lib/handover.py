@@ -247,11 +247,6 @@ def _run_command(request: dict[str, Any], fds: list[int], conn: socket.socket, k
 
         traceback.print_exc()
     finally:
-        try:
-            import atexit
+        from .kernel_server import end_fork
 
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        end_fork(code)

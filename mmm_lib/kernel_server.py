@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 MODULE = "mmm_lib.kernel_server"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -87,14 +87,20 @@ def _child(request: dict[str, Any], keep_out: int) -> None:
 
         traceback.print_exc()
     finally:
-        try:
-            import atexit
+        end_fork(code)
 
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+
+def end_fork(code: int) -> NoReturn:
+    """End a process forked from this server as Python would end it (exit handlers run, streams flushed), without
+    tearing down what the server imported. Never returns."""
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 def _say(obj: dict[str, Any]) -> None:
